@@ -1,0 +1,625 @@
+//! NDJSON lines to typed events, or to rejects that say why.
+//!
+//! The parser never panics and never stops at a bad line: every non-blank line becomes exactly
+//! one of an event, a duplicate (an event equal to an earlier one, kept once and counted) or a
+//! [`Reject`]. So for any input, `lines == events + duplicates + rejects`.
+//!
+//! Accepted: `\n` or `\r\n` line ends, blank lines (skipped), unknown extra fields, RFC 3339
+//! timestamps with any zone (normalised to UTC), register/deregister without a `location` (key
+//! absent, `null`, or with `null` fields).
+//!
+//! ```
+//! use d2d_model::parse::parse_bytes;
+//! let input = br#"{"event":"register","on":"vehicle","at":"2019-06-01T18:17:04.088Z","data":{"id":"v1"},"organization_id":"org"}
+//! {"event":"update","on":"vehicle","at":"2019-06-01T18:17:10Z","data":{"id":"v1","location":{"lat":91.2,"lng":13.4,"at":"2019-06-01T18:17:10Z"}},"organization_id":"org"}
+//! "#;
+//! let parsed = parse_bytes("day.txt", input);
+//! assert_eq!(parsed.events.len(), 1);
+//! assert_eq!(parsed.rejects[0].to_string(), "day.txt:2: data.location.lat: 91.2 is outside [-90, 90]");
+//! ```
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::event::{
+    Event, EventKind, InvalidValue, Location, OperatingPeriod, OrganizationId, PeriodId, Position,
+    VehicleId,
+};
+use crate::reject::{Reject, RejectReason};
+use crate::time::parse_timestamp;
+
+/// A valid event and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Name of the file or object.
+    pub source: Arc<str>,
+    /// 1-based line number in the source.
+    pub line: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// Everything one parse produced, in input order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    /// Non-blank lines read.
+    pub lines: u64,
+    /// Distinct valid events (first occurrence kept), in input order.
+    pub events: Vec<Record>,
+    /// Refused lines, in input order.
+    pub rejects: Vec<Reject>,
+    /// Valid lines equal to an earlier event, dropped from `events`.
+    pub duplicates: u64,
+}
+
+impl Parsed {
+    /// Concatenates parses in order (file by file), then drops events equal to an earlier one,
+    /// so duplicates across sources are counted just like duplicates within one.
+    pub fn merge(parts: impl IntoIterator<Item = Parsed>) -> Parsed {
+        let mut out = Parsed::default();
+        for p in parts {
+            out.lines += p.lines;
+            out.duplicates += p.duplicates;
+            out.events.extend(p.events);
+            out.rejects.extend(p.rejects);
+        }
+        out.dedup();
+        out
+    }
+
+    fn dedup(&mut self) {
+        let keep: Vec<bool> = {
+            let mut seen = HashSet::with_capacity(self.events.len());
+            self.events.iter().map(|r| seen.insert(&r.event)).collect()
+        };
+        let before = self.events.len();
+        let mut keep = keep.into_iter();
+        self.events.retain(|_| keep.next().unwrap_or(true));
+        self.duplicates += (before - self.events.len()) as u64;
+    }
+}
+
+/// Parses one line (without its line end) into an event.
+///
+/// ```
+/// use d2d_model::parse::parse_line;
+/// let err = parse_line(br#"{"event":"update","on":"vehicle","at":"2019-06-01T18:17:10Z","data":{"id":"v1"},"organization_id":"o"}"#).unwrap_err();
+/// assert_eq!(err.to_string(), "data.location: missing or null");
+/// assert_eq!(err.code(), "missing_field");
+/// ```
+pub fn parse_line(line: &[u8]) -> Result<Event, RejectReason> {
+    let text = std::str::from_utf8(line).map_err(|e| RejectReason::InvalidUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    match serde_json::from_str::<Object<RawEvent<'_>>>(text) {
+        Ok(Object(raw)) => raw.validate(),
+        Err(_) => Err(diagnose(text)),
+    }
+}
+
+/// Parses a whole NDJSON buffer on the calling thread.
+pub fn parse_bytes(source: &str, bytes: &[u8]) -> Parsed {
+    let source: Arc<str> = source.into();
+    let mut out = parse_chunk(&source, bytes, 0);
+    out.dedup();
+    out
+}
+
+/// Parses a whole NDJSON buffer across rayon's threads. The result is identical to
+/// [`parse_bytes`]: same events, rejects, counts, in the same order.
+pub fn parse_bytes_par(source: &str, bytes: &[u8]) -> Parsed {
+    // Below this, splitting costs more than it saves.
+    const CHUNK: usize = 256 * 1024;
+    if bytes.len() <= CHUNK {
+        return parse_bytes(source, bytes);
+    }
+    let source: Arc<str> = source.into();
+    let chunks = split_at_newlines(bytes, CHUNK);
+    // Line numbers depend on the newlines before each chunk, which are cheap to count.
+    let firsts: Vec<u64> = chunks
+        .iter()
+        .scan(0u64, |seen, c| {
+            let first = *seen;
+            *seen += c.iter().filter(|&&b| b == b'\n').count() as u64;
+            Some(first)
+        })
+        .collect();
+    let parts: Vec<Parsed> = chunks
+        .par_iter()
+        .zip(firsts.par_iter())
+        .map(|(chunk, &first)| parse_chunk(&source, chunk, first))
+        .collect();
+    Parsed::merge(parts)
+}
+
+/// Parses many sources (files, objects) in parallel, one task per source, and merges them in
+/// the given order, de-duplicating across sources.
+pub fn parse_sources<S, B>(sources: &[(S, B)]) -> Parsed
+where
+    S: AsRef<str> + Sync,
+    B: AsRef<[u8]> + Sync,
+{
+    let parts: Vec<Parsed> = sources
+        .par_iter()
+        .map(|(name, bytes)| parse_chunk(&Arc::from(name.as_ref()), bytes.as_ref(), 0))
+        .collect();
+    Parsed::merge(parts)
+}
+
+fn split_at_newlines(bytes: &[u8], target: usize) -> Vec<&[u8]> {
+    let mut chunks = Vec::with_capacity(bytes.len() / target + 1);
+    let mut rest = bytes;
+    while rest.len() > target {
+        match rest[target..].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let (head, tail) = rest.split_at(target + i + 1);
+                chunks.push(head);
+                rest = tail;
+            }
+            None => break,
+        }
+    }
+    if !rest.is_empty() {
+        chunks.push(rest);
+    }
+    chunks
+}
+
+/// Parses lines without de-duplicating; `first_line` is the number of lines before `bytes`.
+fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64) -> Parsed {
+    let mut out = Parsed::default();
+    for (number, line) in (first_line + 1..).zip(bytes.split(|&b| b == b'\n')) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.lines += 1;
+        match parse_line(line) {
+            Ok(event) => out.events.push(Record {
+                source: source.clone(),
+                line: number,
+                event,
+            }),
+            Err(reason) => out.rejects.push(Reject {
+                source: source.clone(),
+                line: number,
+                raw: line.to_vec(),
+                reason,
+            }),
+        }
+    }
+    out
+}
+
+/// Re-reads a line that failed the fast path, tracking the field path, to say exactly what is
+/// wrong. Only rejects pay for this.
+fn diagnose(text: &str) -> RejectReason {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let err = match serde_path_to_error::deserialize::<_, Object<RawEvent<'_>>>(&mut de) {
+        Ok(_) => match de.end() {
+            Ok(()) => {
+                return RejectReason::InvalidJson {
+                    detail: "unparsable line".into(),
+                }
+            }
+            Err(e) => {
+                return RejectReason::InvalidJson {
+                    detail: e.to_string(),
+                }
+            }
+        },
+        Err(e) => e,
+    };
+    let field = err.path().to_string();
+    let inner = err.into_inner();
+    let detail = inner.to_string();
+    match inner.classify() {
+        serde_json::error::Category::Data if field == "." && detail.contains(OBJECT) => {
+            RejectReason::NotAnObject
+        }
+        serde_json::error::Category::Data if detail.starts_with("duplicate field") => {
+            RejectReason::DuplicateField {
+                field: field.trim_start_matches('.').to_owned(),
+                detail: strip_position(&detail),
+            }
+        }
+        serde_json::error::Category::Data => RejectReason::InvalidType {
+            field,
+            detail: strip_position(&detail),
+        },
+        _ => RejectReason::InvalidJson { detail },
+    }
+}
+
+fn strip_position(detail: &str) -> String {
+    match detail.rfind(" at line ") {
+        Some(i) => detail[..i].to_owned(),
+        None => detail.to_owned(),
+    }
+}
+
+const OBJECT: &str = "a JSON object";
+
+/// Accepts only a JSON object for `T`: serde's derive would also take an array positionally.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(OBJECT)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// A string borrowed from the input when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The wire shape, every field optional so that absence is reported by name, not by serde.
+#[derive(Deserialize)]
+pub(crate) struct RawEvent<'a> {
+    #[serde(borrow)]
+    event: Option<Text<'a>>,
+    #[serde(borrow)]
+    on: Option<Text<'a>>,
+    #[serde(borrow)]
+    at: Option<Text<'a>>,
+    #[serde(borrow)]
+    data: Option<Object<RawData<'a>>>,
+    #[serde(borrow)]
+    organization_id: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawData<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    location: Option<Object<RawLocation<'a>>>,
+    #[serde(borrow)]
+    start: Option<Text<'a>>,
+    #[serde(borrow)]
+    finish: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawLocation<'a> {
+    lat: Option<f64>,
+    lng: Option<f64>,
+    #[serde(borrow)]
+    at: Option<Text<'a>>,
+}
+
+fn required<'a>(v: Option<Text<'a>>, field: &'static str) -> Result<Cow<'a, str>, RejectReason> {
+    v.map(|t| t.0).ok_or(RejectReason::MissingField { field })
+}
+
+fn timestamp(
+    v: Option<Text<'_>>,
+    field: &'static str,
+) -> Result<chrono::DateTime<chrono::Utc>, RejectReason> {
+    let s = required(v, field)?;
+    parse_timestamp(&s).map_err(|error| RejectReason::InvalidTimestamp {
+        field,
+        value: s.into_owned(),
+        error,
+    })
+}
+
+fn id<T>(
+    v: Option<Text<'_>>,
+    field: &'static str,
+    new: fn(String) -> Result<T, InvalidValue>,
+) -> Result<T, RejectReason> {
+    new(required(v, field)?.into_owned())
+        .map_err(|error| RejectReason::InvalidValue { field, error })
+}
+
+impl RawLocation<'_> {
+    /// `None` when any field is null or absent: the fix is unknown, not wrong.
+    fn validate(self) -> Result<Option<Location>, RejectReason> {
+        let (Some(lat), Some(lng), Some(_)) = (self.lat, self.lng, self.at.as_ref()) else {
+            return Ok(None);
+        };
+        let position =
+            Position::new(lat, lng).map_err(|(which, error)| RejectReason::InvalidValue {
+                field: if which == "lat" {
+                    "data.location.lat"
+                } else {
+                    "data.location.lng"
+                },
+                error,
+            })?;
+        let at = timestamp(self.at, "data.location.at")?;
+        Ok(Some(Location { position, at }))
+    }
+
+    fn first_missing(&self) -> &'static str {
+        if self.lat.is_none() {
+            "data.location.lat"
+        } else if self.lng.is_none() {
+            "data.location.lng"
+        } else {
+            "data.location.at"
+        }
+    }
+}
+
+impl RawEvent<'_> {
+    /// Checks every field and builds the typed event, or says which field is wrong.
+    pub(crate) fn validate(self) -> Result<Event, RejectReason> {
+        let on = required(self.on, "on")?;
+        let verb = required(self.event, "event")?;
+        let at = timestamp(self.at, "at")?;
+        let organization_id = id(self.organization_id, "organization_id", OrganizationId::new)?;
+        let Object(data) = self
+            .data
+            .ok_or(RejectReason::MissingField { field: "data" })?;
+        let kind = match (&*on, &*verb) {
+            ("vehicle", "register" | "update" | "deregister") => {
+                let vehicle = id(data.id, "data.id", VehicleId::new)?;
+                match &*verb {
+                    "update" => {
+                        let Object(raw) = data.location.ok_or(RejectReason::MissingField {
+                            field: "data.location",
+                        })?;
+                        let missing = raw.first_missing();
+                        let location = raw
+                            .validate()?
+                            .ok_or(RejectReason::MissingField { field: missing })?;
+                        EventKind::VehicleUpdate { vehicle, location }
+                    }
+                    v => {
+                        let location = match data.location {
+                            Some(Object(raw)) => raw.validate()?,
+                            None => None,
+                        };
+                        if v == "register" {
+                            EventKind::VehicleRegister { vehicle, location }
+                        } else {
+                            EventKind::VehicleDeregister { vehicle, location }
+                        }
+                    }
+                }
+            }
+            ("operating_period", "create" | "delete") => {
+                let id = id(data.id, "data.id", PeriodId::new)?;
+                let start = timestamp(data.start, "data.start")?;
+                let finish = timestamp(data.finish, "data.finish")?;
+                let period = OperatingPeriod::new(id, start, finish).map_err(|error| {
+                    RejectReason::InvalidValue {
+                        field: "data.finish",
+                        error,
+                    }
+                })?;
+                if &*verb == "create" {
+                    EventKind::PeriodCreate(period)
+                } else {
+                    EventKind::PeriodDelete(period)
+                }
+            }
+            _ => {
+                return Err(RejectReason::UnknownKind {
+                    on: on.into_owned(),
+                    event: verb.into_owned(),
+                })
+            }
+        };
+        Ok(Event {
+            at,
+            organization_id,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPDATE: &str = r#"{"event":"update","on":"vehicle","at":"2019-06-01T18:17:10.101Z","data":{"id":"v1","location":{"lat":52.45,"lng":13.46,"at":"2019-06-01T18:17:10.101Z"}},"organization_id":"org-id"}"#;
+    const REGISTER: &str = r#"{"event":"register","on":"vehicle","at":"2019-06-01T18:17:04.088Z","data":{"id":"v1"},"organization_id":"org-id"}"#;
+    const CREATE: &str = r#"{"event":"create","on":"operating_period","at":"2019-06-01T18:17:04.086Z","data":{"id":"op_1","start":"2019-06-01T18:23:04.079Z","finish":"2019-06-01T18:28:04.079Z"},"organization_id":"org-id"}"#;
+
+    fn reason(line: &str) -> String {
+        parse_line(line.as_bytes()).unwrap_err().to_string()
+    }
+
+    fn code(line: &str) -> &'static str {
+        parse_line(line.as_bytes()).unwrap_err().code()
+    }
+
+    #[test]
+    fn parses_each_kind_of_the_feed() {
+        let u = parse_line(UPDATE.as_bytes()).unwrap();
+        assert_eq!(u.kind.name(), "vehicle.update");
+        assert_eq!(u.kind.location().unwrap().position.lat(), 52.45);
+        assert_eq!(u.organization_id.as_str(), "org-id");
+        let r = parse_line(REGISTER.as_bytes()).unwrap();
+        assert_eq!(r.kind.name(), "vehicle.register");
+        assert!(r.kind.location().is_none());
+        let c = parse_line(CREATE.as_bytes()).unwrap();
+        let p = c.kind.period().unwrap();
+        assert_eq!(p.id().as_str(), "op_1");
+        assert!(p.start() < p.finish());
+        let d = parse_line(CREATE.replace("create", "delete").as_bytes()).unwrap();
+        assert_eq!(d.kind.name(), "operating_period.delete");
+    }
+
+    #[test]
+    fn accepts_what_the_spec_allows() {
+        for line in [
+            REGISTER.replace(r#""id":"v1""#, r#""id":"v1","location":null"#),
+            REGISTER.replace(
+                r#""id":"v1""#,
+                r#""id":"v1","location":{"lat":null,"lng":null,"at":null}"#,
+            ),
+            REGISTER.replace("register", "deregister"),
+            UPDATE.replace(
+                r#""organization_id""#,
+                r#""extra":[1,{"x":2}],"organization_id""#,
+            ),
+            UPDATE.replace("18:17:10.101Z", "20:17:10+02:00"),
+            UPDATE.replace(r#""id":"v1""#, r#""id":"v\u0031""#),
+        ] {
+            assert!(parse_line(line.as_bytes()).is_ok(), "{line}");
+        }
+        let escaped = parse_line(UPDATE.replace(r#""v1""#, r#""v\u0031""#).as_bytes()).unwrap();
+        assert_eq!(escaped.kind.vehicle().unwrap().as_str(), "v1");
+    }
+
+    #[test]
+    fn rejects_name_the_field() {
+        assert_eq!(
+            reason(&UPDATE.replace("52.45", "91.2")),
+            "data.location.lat: 91.2 is outside [-90, 90]"
+        );
+        assert_eq!(
+            reason(&UPDATE.replace("13.46", "-180.5")),
+            "data.location.lng: -180.5 is outside [-180, 180]"
+        );
+        assert_eq!(
+            reason(&UPDATE.replace("52.45", "null")),
+            "data.location.lat: missing or null"
+        );
+        assert_eq!(
+            reason(&UPDATE.replace("52.45", r#""52.45""#)),
+            r#"data.location.lat: invalid type: string "52.45", expected f64"#
+        );
+        assert_eq!(
+            reason(&UPDATE.replace(r#""at":"2019-06-01T18:17:10.101Z","data""#, r#""data""#)),
+            "at: missing or null"
+        );
+        assert_eq!(
+            reason(&UPDATE.replace("18:17:10.101Z\"}", "18:17:10.101\"}")),
+            r#"data.location.at: "2019-06-01T18:17:10.101" has no time zone (expected `Z` or an offset such as `+02:00`)"#
+        );
+        assert_eq!(
+            reason(&CREATE.replace("18:28:04", "18:20:04")),
+            "data.finish: finish 2019-06-01 18:20:04.079 UTC is before start 2019-06-01 18:23:04.079 UTC"
+        );
+        assert_eq!(
+            reason(&UPDATE.replace(r#""on":"vehicle""#, r#""on":"bus""#)),
+            r#"on/event: unknown event kind "bus"/"update""#
+        );
+        assert_eq!(
+            reason(&REGISTER.replace(r#""id":"v1""#, r#""id":"""#)),
+            r#"data.id: "" is not a valid id (1 to 256 printable characters)"#
+        );
+    }
+
+    #[test]
+    fn reject_codes_cover_each_failure() {
+        assert_eq!(parse_line(b"\xff{}").unwrap_err().code(), "invalid_utf8");
+        assert_eq!(code("{"), "invalid_json");
+        assert_eq!(code(&format!("{UPDATE} x")), "invalid_json");
+        assert_eq!(code("[1, 2]"), "not_an_object");
+        assert_eq!(code(r#"["update","vehicle"]"#), "not_an_object");
+        assert_eq!(code("42"), "not_an_object");
+        assert_eq!(
+            code(
+                &UPDATE
+                    .replace(r#""data":{"#, r#""data":["#)
+                    .replace("}},", "}],")
+            ),
+            "invalid_type"
+        );
+        assert_eq!(
+            code(&UPDATE.replace(r#""on""#, r#""at":"x","on""#)),
+            "duplicate_field"
+        );
+        assert_eq!(code(&UPDATE.replace("update", "teleport")), "unknown_kind");
+        assert_eq!(
+            code(&UPDATE.replace("2019-06-01T18:17:10.101Z\",\"data", "now\",\"data")),
+            "invalid_timestamp"
+        );
+        assert_eq!(code(r#"{}"#), "missing_field");
+        assert_eq!(code(&UPDATE.replace("52.45", "1e999")), "invalid_json");
+    }
+
+    #[test]
+    fn update_needs_a_location() {
+        let none = UPDATE.replace(
+            r#","location":{"lat":52.45,"lng":13.46,"at":"2019-06-01T18:17:10.101Z"}"#,
+            "",
+        );
+        assert_eq!(reason(&none), "data.location: missing or null");
+        let null = none.replace(r#""id":"v1""#, r#""id":"v1","location":null"#);
+        assert_eq!(reason(&null), "data.location: missing or null");
+    }
+
+    #[test]
+    fn counts_lines_blank_lines_crlf_and_duplicates() {
+        let input = format!("{REGISTER}\r\n\n   \n{UPDATE}\n{UPDATE}\nnot json\n{CREATE}");
+        let p = parse_bytes("f", input.as_bytes());
+        assert_eq!(p.lines, 5);
+        assert_eq!(p.events.len(), 3);
+        assert_eq!(p.duplicates, 1);
+        assert_eq!(p.rejects.len(), 1);
+        assert_eq!(p.rejects[0].line, 6);
+        assert_eq!(p.rejects[0].raw, b"not json");
+        let lines: Vec<u64> = p.events.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [1, 4, 7]);
+    }
+
+    #[test]
+    fn parallel_equals_sequential_on_a_large_buffer() {
+        let mut input = String::new();
+        for i in 0..8000 {
+            input.push_str(&UPDATE.replace("10.101Z", &format!("10.{:03}Z", i % 1000)));
+            input.push('\n');
+            if i % 97 == 0 {
+                input.push_str("garbage\n\n");
+            }
+        }
+        assert!(input.len() > 1024 * 1024);
+        let seq = parse_bytes("big", input.as_bytes());
+        let par = parse_bytes_par("big", input.as_bytes());
+        assert_eq!(seq, par);
+        assert_eq!(seq.events.len(), 1000);
+        assert_eq!(seq.duplicates, 7000);
+    }
+
+    #[test]
+    fn sources_deduplicate_across_files() {
+        let a = format!("{REGISTER}\n{UPDATE}\n");
+        let b = format!("{UPDATE}\n{CREATE}\n");
+        let p = parse_sources(&[("a", a.as_bytes()), ("b", b.as_bytes())]);
+        assert_eq!((p.lines, p.events.len(), p.duplicates), (4, 3, 1));
+        assert_eq!(&*p.events[2].source, "b");
+        assert_eq!(p.events[2].line, 2);
+    }
+}

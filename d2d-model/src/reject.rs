@@ -1,0 +1,180 @@
+//! Lines that did not become events: kept verbatim, with where they came from and why.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::event::InvalidValue;
+use crate::time::TimestampError;
+
+/// Why a line was refused. [`RejectReason::code`] is a short stable code for counting;
+/// `Display` names the field, e.g. `data.location.lat: 91.2 is outside [-90, 90]`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The line is not UTF-8.
+    InvalidUtf8 {
+        /// Byte offset of the first invalid sequence.
+        valid_up_to: usize,
+    },
+    /// The line is not JSON (or has trailing garbage).
+    InvalidJson {
+        /// serde_json's description, with the column.
+        detail: String,
+    },
+    /// The line is JSON, but not an object.
+    NotAnObject,
+    /// A field has the wrong JSON type (a string where a number belongs, ...).
+    InvalidType {
+        /// Dotted path of the field, e.g. `data.location.lat`.
+        field: String,
+        /// What was found and what was expected.
+        detail: String,
+    },
+    /// A key appears twice in one object.
+    DuplicateField {
+        /// Dotted path of the object holding the key.
+        field: String,
+        /// serde's description.
+        detail: String,
+    },
+    /// A required field is absent or `null`.
+    MissingField {
+        /// Dotted path of the field.
+        field: &'static str,
+    },
+    /// `on`/`event` is not one of the known kinds.
+    UnknownKind {
+        /// The `on` value.
+        on: String,
+        /// The `event` value.
+        event: String,
+    },
+    /// A value is present but invalid (an id, a coordinate).
+    InvalidValue {
+        /// Dotted path of the field.
+        field: &'static str,
+        /// What is wrong.
+        error: InvalidValue,
+    },
+    /// A timestamp is not RFC 3339 with a zone.
+    InvalidTimestamp {
+        /// Dotted path of the field.
+        field: &'static str,
+        /// The string as found.
+        value: String,
+        /// What is wrong.
+        error: TimestampError,
+    },
+}
+
+impl RejectReason {
+    /// A short, stable code for counting rejects by kind (`missing_field`, `invalid_json`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidUtf8 { .. } => "invalid_utf8",
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::NotAnObject => "not_an_object",
+            Self::InvalidType { .. } => "invalid_type",
+            Self::DuplicateField { .. } => "duplicate_field",
+            Self::MissingField { .. } => "missing_field",
+            Self::UnknownKind { .. } => "unknown_kind",
+            Self::InvalidValue {
+                error: InvalidValue::Id(_),
+                ..
+            } => "invalid_id",
+            Self::InvalidValue {
+                error: InvalidValue::FinishBeforeStart { .. },
+                ..
+            } => "finish_before_start",
+            Self::InvalidValue { .. } => "invalid_coordinate",
+            Self::InvalidTimestamp { .. } => "invalid_timestamp",
+        }
+    }
+
+    /// The field the reason is about, when there is one (dotted path).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::InvalidType { field, .. } | Self::DuplicateField { field, .. } => Some(field),
+            Self::MissingField { field }
+            | Self::InvalidValue { field, .. }
+            | Self::InvalidTimestamp { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidUtf8 { valid_up_to } => {
+                write!(
+                    f,
+                    "not valid UTF-8 (first bad byte at offset {valid_up_to})"
+                )
+            }
+            Self::InvalidJson { detail } => write!(f, "not valid JSON: {detail}"),
+            Self::NotAnObject => f.write_str("not a JSON object"),
+            Self::InvalidType { field, detail } => write!(f, "{field}: {detail}"),
+            Self::DuplicateField { field, detail } => write!(f, "{field}: {detail}"),
+            Self::MissingField { field } => write!(f, "{field}: missing or null"),
+            Self::UnknownKind { on, event } => {
+                write!(f, "on/event: unknown event kind {on:?}/{event:?}")
+            }
+            Self::InvalidValue { field, error } => write!(f, "{field}: {error}"),
+            Self::InvalidTimestamp {
+                field,
+                value,
+                error,
+            } => write!(f, "{field}: {value:?} {error}"),
+        }
+    }
+}
+
+/// A refused line, verbatim, with its origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// Name of the file or object the line came from.
+    pub source: Arc<str>,
+    /// 1-based line number in that source (blank lines count).
+    pub line: u64,
+    /// The line's bytes, without its line ending.
+    pub raw: Vec<u8>,
+    /// Why it was refused.
+    pub reason: RejectReason,
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.source, self.line, self.reason)
+    }
+}
+
+impl std::error::Error for Reject {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_source_line_and_field() {
+        let r = Reject {
+            source: "a.txt".into(),
+            line: 7,
+            raw: b"{}".to_vec(),
+            reason: RejectReason::InvalidValue {
+                field: "data.location.lat",
+                error: InvalidValue::OutOfRange {
+                    value: 91.2,
+                    min: -90.0,
+                    max: 90.0,
+                },
+            },
+        };
+        assert_eq!(
+            r.to_string(),
+            "a.txt:7: data.location.lat: 91.2 is outside [-90, 90]"
+        );
+        assert_eq!(r.reason.code(), "invalid_coordinate");
+        assert_eq!(r.reason.field(), Some("data.location.lat"));
+    }
+}

@@ -1,0 +1,11 @@
+//! # d2d
+//!
+//! A ride-pooling fleet's raw GPS and shift events, turned into a data lake and a PostgreSQL
+//! warehouse. This facade re-exports the member crates and owns the runnable examples and the
+//! benchmarks; depend on a member directly when you need only part of it.
+//!
+//! | crate | re-exported as | what it does |
+//! |---|---|---|
+//! | `d2d-model` | [`model`] | typed events, parsing with rejects, periods, tracks, distances, data checks; no IO |
+
+pub use d2d_model as model;
