@@ -1,0 +1,129 @@
+//! Runs the example binaries, as a user would, and checks what they print.
+//!
+//! `cargo test` builds the examples next to the test binary (`target/<profile>/examples/`).
+
+// Tests fail loudly on purpose: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+fn data_check(args: &[&str]) -> Output {
+    Command::new(example("data_check"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("data_check runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn data_check_json_reports_the_sample_day() {
+    let out = data_check(&["--json", "testdata/landing"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "exactly one JSON object");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["files"], 717);
+    assert_eq!(v["lines"], 35_290);
+    assert_eq!(v["events"], 35_290);
+    assert_eq!(v["by_kind"]["vehicle.update"], 35_091);
+    assert_eq!(v["vehicles"], 100);
+    assert_eq!(v["periods"], 2);
+    let by_kind: u64 = v["by_kind"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_kind, v["events"].as_u64().unwrap());
+}
+
+#[test]
+fn data_check_reports_rejects_and_keeps_going() {
+    let dir = std::env::temp_dir().join(format!("d2d-data-check-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    let good = std::fs::read_to_string(
+        "testdata/landing/data/resources/2019/06/01/15/17/2019-06-01-15-17-4-events.txt",
+    )
+    .unwrap();
+    let first = good.lines().nth(1).unwrap();
+    std::fs::write(
+        dir.join("nested/a.txt"),
+        format!(
+            "{first}\n{{\"on\":\"vehicle\"}}\n\n{}\n{first}\n",
+            first.replace("register", "teleport")
+        ),
+    )
+    .unwrap();
+    let path = dir.to_str().unwrap();
+
+    let out = data_check(&["--json", path]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (v["lines"].as_u64(), v["events"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(
+        (v["duplicates"].as_u64(), v["rejects"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(v["reject_reasons"]["missing_field"], 1);
+    assert_eq!(v["reject_reasons"]["unknown_kind"], 1);
+
+    let out = data_check(&["--rejects", path]);
+    let rejects: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejects.len(), 2);
+    assert!(rejects[0]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("nested/a.txt"));
+    assert_eq!(rejects[0]["line"], 2);
+    assert_eq!(rejects[0]["reason"], "event: missing or null");
+    assert_eq!(rejects[1]["line"], 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn data_check_distances_are_csv_only() {
+    let out = data_check(&["--distances", "testdata/landing"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("period,vehicle,fixes,first_at,last_at,metres")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 144, "44 vehicles in op_1, 100 in op_2");
+    assert!(rows
+        .iter()
+        .all(|r| r.len() == 6 && r[5].parse::<f64>().unwrap() >= 0.0));
+}
+
+#[test]
+fn data_check_fails_clearly_on_an_unreadable_path() {
+    let out = data_check(&["--json", "no/such/folder"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read no/such/folder"), "{err}");
+    assert!(Path::new("testdata/landing").exists());
+}
