@@ -56,7 +56,7 @@ macro_rules! id_type {
             /// Wraps an identifier, refusing empty, over-long (> 256 bytes) or control-character ids.
             pub fn new(id: impl Into<String>) -> Result<Self, InvalidValue> {
                 let id = id.into();
-                if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+                if id.is_empty() || id.len() > 256 || has_control(&id) {
                     Err(InvalidValue::Id(id))
                 } else {
                     Ok(Self(id))
@@ -82,6 +82,14 @@ macro_rules! id_type {
             }
         }
     };
+}
+
+/// Whether `s` holds a control character (`char::is_control`: U+0000..=U+001F,
+/// U+007F..=U+009F). Ids are nearly always ASCII, where a byte test is enough.
+fn has_control(s: &str) -> bool {
+    // No early exit, so that the compiler vectorises it.
+    let printable_ascii = s.bytes().fold(true, |ok, b| ok & (0x20..0x7f).contains(&b));
+    !printable_ascii && s.chars().any(char::is_control)
 }
 
 id_type!(
@@ -405,6 +413,14 @@ impl<'de> Deserialize<'de> for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_beyond() {
+        for c in (0u32..0x200).filter_map(char::from_u32) {
+            let s = format!("ab{c}cd");
+            assert_eq!(has_control(&s), c.is_control(), "{c:?}");
+        }
+    }
 
     #[test]
     fn ids_refuse_empty_and_control_characters() {

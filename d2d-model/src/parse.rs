@@ -19,11 +19,12 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -34,6 +35,8 @@ use crate::event::{
 };
 use crate::reject::{Reject, RejectReason};
 use crate::time::parse_timestamp;
+
+mod fast;
 
 /// A valid event and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,25 +67,47 @@ impl Parsed {
     /// so duplicates across sources are counted just like duplicates within one.
     pub fn merge(parts: impl IntoIterator<Item = Parsed>) -> Parsed {
         let mut out = Parsed::default();
+        let mut seen = Seen::default();
         for p in parts {
             out.lines += p.lines;
             out.duplicates += p.duplicates;
-            out.events.extend(p.events);
             out.rejects.extend(p.rejects);
+            out.events.reserve(p.events.len());
+            for record in p.events {
+                if seen.is_new(&record.event, &out.events) {
+                    out.events.push(record);
+                } else {
+                    out.duplicates += 1;
+                }
+            }
         }
-        out.dedup();
         out
     }
+}
 
-    fn dedup(&mut self) {
-        let keep: Vec<bool> = {
-            let mut seen = HashSet::with_capacity(self.events.len());
-            self.events.iter().map(|r| seen.insert(&r.event)).collect()
-        };
-        let before = self.events.len();
-        let mut keep = keep.into_iter();
-        self.events.retain(|_| keep.next().unwrap_or(true));
-        self.duplicates += (before - self.events.len()) as u64;
+/// The distinct events so far, as indices into the kept records, to drop duplicates while
+/// parsing: memory then grows with distinct events, not with lines. foldhash rather than
+/// SipHash because hashing every event is on the hot path.
+#[derive(Default)]
+struct Seen {
+    hasher: foldhash::fast::RandomState,
+    /// (hash, index into the kept records).
+    table: hashbrown::HashTable<(u64, usize)>,
+}
+
+impl Seen {
+    /// Whether `event` differs from every event in `kept`; if so, remembers that it will be
+    /// pushed at `kept.len()`.
+    fn is_new(&mut self, event: &Event, kept: &[Record]) -> bool {
+        let hash = self.hasher.hash_one(event);
+        let same =
+            |&(h, i): &(u64, usize)| h == hash && kept.get(i).is_some_and(|r| &r.event == event);
+        if self.table.find(hash, same).is_some() {
+            return false;
+        }
+        self.table
+            .insert_unique(hash, (hash, kept.len()), |&(h, _)| h);
+        true
     }
 }
 
@@ -98,6 +123,12 @@ pub fn parse_line(line: &[u8]) -> Result<Event, RejectReason> {
     let text = std::str::from_utf8(line).map_err(|e| RejectReason::InvalidUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
+    // The feed's own layout, then any plain object, skip serde; anything else, and every
+    // reject, goes through serde, the reference.
+    let fast = fast::exact(text).or_else(|| fast::raw_event(text));
+    if let Some(Ok(event)) = fast.map(RawEvent::validate) {
+        return Ok(event);
+    }
     match serde_json::from_str::<Object<RawEvent<'_>>>(text) {
         Ok(Object(raw)) => raw.validate(),
         Err(_) => Err(diagnose(text)),
@@ -106,10 +137,7 @@ pub fn parse_line(line: &[u8]) -> Result<Event, RejectReason> {
 
 /// Parses a whole NDJSON buffer on the calling thread.
 pub fn parse_bytes(source: &str, bytes: &[u8]) -> Parsed {
-    let source: Arc<str> = source.into();
-    let mut out = parse_chunk(&source, bytes, 0);
-    out.dedup();
-    out
+    parse_chunk(&source.into(), bytes, 0)
 }
 
 /// Parses a whole NDJSON buffer across rayon's threads. The result is identical to
@@ -127,7 +155,7 @@ pub fn parse_bytes_par(source: &str, bytes: &[u8]) -> Parsed {
         .iter()
         .scan(0u64, |seen, c| {
             let first = *seen;
-            *seen += c.iter().filter(|&&b| b == b'\n').count() as u64;
+            *seen += memchr::memchr_iter(b'\n', c).count() as u64;
             Some(first)
         })
         .collect();
@@ -157,7 +185,7 @@ fn split_at_newlines(bytes: &[u8], target: usize) -> Vec<&[u8]> {
     let mut chunks = Vec::with_capacity(bytes.len() / target + 1);
     let mut rest = bytes;
     while rest.len() > target {
-        match rest[target..].iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &rest[target..]) {
             Some(i) => {
                 let (head, tail) = rest.split_at(target + i + 1);
                 chunks.push(head);
@@ -172,21 +200,42 @@ fn split_at_newlines(bytes: &[u8], target: usize) -> Vec<&[u8]> {
     chunks
 }
 
-/// Parses lines without de-duplicating; `first_line` is the number of lines before `bytes`.
+/// The lines of `bytes`, split at `\n` exactly like `bytes.split(|&b| b == b'\n')`, but with
+/// memchr's vectorised search.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        Some(match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                &r[..i]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        })
+    })
+}
+
+/// Parses and de-duplicates lines; `first_line` is the number of lines before `bytes`.
 fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64) -> Parsed {
     let mut out = Parsed::default();
-    for (number, line) in (first_line + 1..).zip(bytes.split(|&b| b == b'\n')) {
+    let mut seen = Seen::default();
+    for (number, line) in (first_line + 1..).zip(lines(bytes)) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         out.lines += 1;
         match parse_line(line) {
-            Ok(event) => out.events.push(Record {
+            Ok(event) if seen.is_new(&event, &out.events) => out.events.push(Record {
                 source: source.clone(),
                 line: number,
                 event,
             }),
+            Ok(_) => out.duplicates += 1,
             Err(reason) => out.rejects.push(Reject {
                 source: source.clone(),
                 line: number,
@@ -327,14 +376,14 @@ fn required<'a>(v: Option<Text<'a>>, field: &'static str) -> Result<Cow<'a, str>
     v.map(|t| t.0).ok_or(RejectReason::MissingField { field })
 }
 
-fn timestamp(
-    v: Option<Text<'_>>,
-    field: &'static str,
-) -> Result<chrono::DateTime<chrono::Utc>, RejectReason> {
-    let s = required(v, field)?;
-    parse_timestamp(&s).map_err(|error| RejectReason::InvalidTimestamp {
+fn timestamp(v: Option<Text<'_>>, field: &'static str) -> Result<DateTime<Utc>, RejectReason> {
+    timestamp_of(&required(v, field)?, field)
+}
+
+fn timestamp_of(s: &str, field: &'static str) -> Result<DateTime<Utc>, RejectReason> {
+    parse_timestamp(s).map_err(|error| RejectReason::InvalidTimestamp {
         field,
-        value: s.into_owned(),
+        value: s.to_owned(),
         error,
     })
 }
@@ -349,8 +398,10 @@ fn id<T>(
 }
 
 impl RawLocation<'_> {
-    /// `None` when any field is null or absent: the fix is unknown, not wrong.
-    fn validate(self) -> Result<Option<Location>, RejectReason> {
+    /// `None` when any field is null or absent: the fix is unknown, not wrong. `envelope` is
+    /// the event's own `at`, as written and parsed: the feed usually repeats it here, and
+    /// parsing the same string twice would give the same result.
+    fn validate(self, envelope: (&str, DateTime<Utc>)) -> Result<Option<Location>, RejectReason> {
         let (Some(lat), Some(lng), Some(_)) = (self.lat, self.lng, self.at.as_ref()) else {
             return Ok(None);
         };
@@ -363,7 +414,10 @@ impl RawLocation<'_> {
                 },
                 error,
             })?;
-        let at = timestamp(self.at, "data.location.at")?;
+        let at = match self.at {
+            Some(Text(s)) if *s == *envelope.0 => envelope.1,
+            other => timestamp(other, "data.location.at")?,
+        };
         Ok(Some(Location { position, at }))
     }
 
@@ -383,7 +437,9 @@ impl RawEvent<'_> {
     pub(crate) fn validate(self) -> Result<Event, RejectReason> {
         let on = required(self.on, "on")?;
         let verb = required(self.event, "event")?;
-        let at = timestamp(self.at, "at")?;
+        let at_text = required(self.at, "at")?;
+        let at = timestamp_of(&at_text, "at")?;
+        let envelope = (&*at_text, at);
         let organization_id = id(self.organization_id, "organization_id", OrganizationId::new)?;
         let Object(data) = self
             .data
@@ -398,13 +454,13 @@ impl RawEvent<'_> {
                         })?;
                         let missing = raw.first_missing();
                         let location = raw
-                            .validate()?
+                            .validate(envelope)?
                             .ok_or(RejectReason::MissingField { field: missing })?;
                         EventKind::VehicleUpdate { vehicle, location }
                     }
                     v => {
                         let location = match data.location {
-                            Some(Object(raw)) => raw.validate()?,
+                            Some(Object(raw)) => raw.validate(envelope)?,
                             None => None,
                         };
                         if v == "register" {

@@ -110,6 +110,10 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimestampError> {
     let local = NaiveDate::from_ymd_opt(year, month, day)
         .and_then(|d| d.and_hms_nano_opt(hour, minute, second, nanos))
         .ok_or(TimestampError::OutOfRange)?;
+    // `Z`, the feed's zone, needs no shift.
+    if offset_seconds == 0 {
+        return Ok(local.and_utc());
+    }
     let utc = local
         .checked_sub_signed(TimeDelta::seconds(offset_seconds))
         .ok_or(TimestampError::OutOfRange)?;
