@@ -66,40 +66,35 @@ impl Parsed {
     /// Concatenates parses in order (file by file), then drops events equal to an earlier one,
     /// so duplicates across sources are counted just like duplicates within one.
     pub fn merge(parts: impl IntoIterator<Item = Parsed>) -> Parsed {
-        let mut out = Parsed::default();
-        let mut seen = Seen::default();
+        let mut merger = Merger::new(EventHasher::default());
         for p in parts {
-            out.lines += p.lines;
-            out.duplicates += p.duplicates;
-            out.rejects.extend(p.rejects);
-            out.events.reserve(p.events.len());
-            for record in p.events {
-                if seen.is_new(&record.event, &out.events) {
-                    out.events.push(record);
-                } else {
-                    out.duplicates += 1;
-                }
-            }
+            let hashes = p
+                .events
+                .iter()
+                .map(|r| merger.hasher.hash_one(&r.event))
+                .collect();
+            merger.add(Part { parsed: p, hashes });
         }
-        out
+        merger.out
     }
 }
 
+/// Hashes events for de-duplication: foldhash rather than SipHash because every event is
+/// hashed on the hot path.
+type EventHasher = foldhash::fast::RandomState;
+
 /// The distinct events so far, as indices into the kept records, to drop duplicates while
-/// parsing: memory then grows with distinct events, not with lines. foldhash rather than
-/// SipHash because hashing every event is on the hot path.
+/// parsing: memory then grows with distinct events, not with lines.
 #[derive(Default)]
 struct Seen {
-    hasher: foldhash::fast::RandomState,
     /// (hash, index into the kept records).
     table: hashbrown::HashTable<(u64, usize)>,
 }
 
 impl Seen {
-    /// Whether `event` differs from every event in `kept`; if so, remembers that it will be
-    /// pushed at `kept.len()`.
-    fn is_new(&mut self, event: &Event, kept: &[Record]) -> bool {
-        let hash = self.hasher.hash_one(event);
+    /// Whether `event` (whose hash is `hash`) differs from every event in `kept`; if so,
+    /// remembers that it will be pushed at `kept.len()`.
+    fn is_new(&mut self, hash: u64, event: &Event, kept: &[Record]) -> bool {
         let same =
             |&(h, i): &(u64, usize)| h == hash && kept.get(i).is_some_and(|r| &r.event == event);
         if self.table.find(hash, same).is_some() {
@@ -109,6 +104,74 @@ impl Seen {
             .insert_unique(hash, (hash, kept.len()), |&(h, _)| h);
         true
     }
+}
+
+/// A parsed piece of input, with the hash of each kept event so that merging need not hash
+/// it again.
+struct Part {
+    parsed: Parsed,
+    hashes: Vec<u64>,
+}
+
+/// Appends parts in order, dropping events equal to one already kept.
+struct Merger {
+    out: Parsed,
+    seen: Seen,
+    hasher: EventHasher,
+}
+
+impl Merger {
+    fn new(hasher: EventHasher) -> Self {
+        Self {
+            out: Parsed::default(),
+            seen: Seen::default(),
+            hasher,
+        }
+    }
+
+    fn add(&mut self, part: Part) {
+        let Part { parsed, hashes } = part;
+        self.out.lines += parsed.lines;
+        self.out.duplicates += parsed.duplicates;
+        self.out.rejects.extend(parsed.rejects);
+        self.out.events.reserve(parsed.events.len());
+        for (record, hash) in parsed.events.into_iter().zip(hashes) {
+            if self.seen.is_new(hash, &record.event, &self.out.events) {
+                self.out.events.push(record);
+            } else {
+                self.out.duplicates += 1;
+            }
+        }
+    }
+}
+
+/// Parses `items` across rayon's threads and merges them in order. Items are taken a batch
+/// at a time (a few MiB of input per thread) and folded in before the next batch, so memory
+/// holds the distinct events plus one batch, not every line of the input.
+fn parse_batched<T: Sync>(
+    items: &[T],
+    batch_bytes: usize,
+    size: impl Fn(&T) -> usize,
+    parse: impl Fn(&T, &EventHasher) -> Part + Sync,
+) -> Parsed {
+    let mut merger = Merger::new(EventHasher::default());
+    let mut rest = items;
+    while !rest.is_empty() {
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < rest.len() && (n == 0 || bytes < batch_bytes) {
+            bytes += size(&rest[n]);
+            n += 1;
+        }
+        let (batch, tail) = rest.split_at(n);
+        let hasher = &merger.hasher;
+        let parts: Vec<Part> = batch.par_iter().map(|item| parse(item, hasher)).collect();
+        for part in parts {
+            merger.add(part);
+        }
+        rest = tail;
+    }
+    merger.out
 }
 
 /// Parses one line (without its line end) into an event.
@@ -137,34 +200,46 @@ pub fn parse_line(line: &[u8]) -> Result<Event, RejectReason> {
 
 /// Parses a whole NDJSON buffer on the calling thread.
 pub fn parse_bytes(source: &str, bytes: &[u8]) -> Parsed {
-    parse_chunk(&source.into(), bytes, 0)
+    parse_chunk(&source.into(), bytes, 0, &EventHasher::default()).parsed
+}
+
+/// Size of the pieces `parse_bytes_par` splits its input into; below it, splitting costs more
+/// than it saves.
+const CHUNK: usize = 256 * 1024;
+
+/// Input parsed in parallel before its events are merged: 8 chunks per thread.
+fn batch_bytes() -> usize {
+    rayon::current_num_threads().max(1) * 8 * CHUNK
 }
 
 /// Parses a whole NDJSON buffer across rayon's threads. The result is identical to
 /// [`parse_bytes`]: same events, rejects, counts, in the same order.
 pub fn parse_bytes_par(source: &str, bytes: &[u8]) -> Parsed {
-    // Below this, splitting costs more than it saves.
-    const CHUNK: usize = 256 * 1024;
     if bytes.len() <= CHUNK {
         return parse_bytes(source, bytes);
     }
+    parse_split(source, bytes, CHUNK, batch_bytes())
+}
+
+/// [`parse_bytes_par`] with its sizes as parameters, so tests can use many small batches.
+fn parse_split(source: &str, bytes: &[u8], chunk: usize, batch_bytes: usize) -> Parsed {
     let source: Arc<str> = source.into();
-    let chunks = split_at_newlines(bytes, CHUNK);
+    let chunks = split_at_newlines(bytes, chunk);
     // Line numbers depend on the newlines before each chunk, which are cheap to count.
-    let firsts: Vec<u64> = chunks
-        .iter()
+    let chunks: Vec<(&[u8], u64)> = chunks
+        .into_iter()
         .scan(0u64, |seen, c| {
             let first = *seen;
             *seen += memchr::memchr_iter(b'\n', c).count() as u64;
-            Some(first)
+            Some((c, first))
         })
         .collect();
-    let parts: Vec<Parsed> = chunks
-        .par_iter()
-        .zip(firsts.par_iter())
-        .map(|(chunk, &first)| parse_chunk(&source, chunk, first))
-        .collect();
-    Parsed::merge(parts)
+    parse_batched(
+        &chunks,
+        batch_bytes,
+        |(chunk, _)| chunk.len(),
+        |&(chunk, first), hasher| parse_chunk(&source, chunk, first, hasher),
+    )
 }
 
 /// Parses many sources (files, objects) in parallel, one task per source, and merges them in
@@ -174,11 +249,12 @@ where
     S: AsRef<str> + Sync,
     B: AsRef<[u8]> + Sync,
 {
-    let parts: Vec<Parsed> = sources
-        .par_iter()
-        .map(|(name, bytes)| parse_chunk(&Arc::from(name.as_ref()), bytes.as_ref(), 0))
-        .collect();
-    Parsed::merge(parts)
+    parse_batched(
+        sources,
+        batch_bytes(),
+        |(_, bytes)| bytes.as_ref().len(),
+        |(name, bytes), hasher| parse_chunk(&Arc::from(name.as_ref()), bytes.as_ref(), 0, hasher),
+    )
 }
 
 fn split_at_newlines(bytes: &[u8], target: usize) -> Vec<&[u8]> {
@@ -220,8 +296,9 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Parses and de-duplicates lines; `first_line` is the number of lines before `bytes`.
-fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64) -> Parsed {
+fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64, hasher: &EventHasher) -> Part {
     let mut out = Parsed::default();
+    let mut hashes = Vec::new();
     let mut seen = Seen::default();
     for (number, line) in (first_line + 1..).zip(lines(bytes)) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -230,12 +307,19 @@ fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64) -> Parsed {
         }
         out.lines += 1;
         match parse_line(line) {
-            Ok(event) if seen.is_new(&event, &out.events) => out.events.push(Record {
-                source: source.clone(),
-                line: number,
-                event,
-            }),
-            Ok(_) => out.duplicates += 1,
+            Ok(event) => {
+                let hash = hasher.hash_one(&event);
+                if seen.is_new(hash, &event, &out.events) {
+                    hashes.push(hash);
+                    out.events.push(Record {
+                        source: source.clone(),
+                        line: number,
+                        event,
+                    });
+                } else {
+                    out.duplicates += 1;
+                }
+            }
             Err(reason) => out.rejects.push(Reject {
                 source: source.clone(),
                 line: number,
@@ -244,7 +328,10 @@ fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64) -> Parsed {
             }),
         }
     }
-    out
+    Part {
+        parsed: out,
+        hashes,
+    }
 }
 
 /// Re-reads a line that failed the fast path, tracking the field path, to say exactly what is
@@ -667,6 +754,39 @@ mod tests {
         assert_eq!(seq, par);
         assert_eq!(seq.events.len(), 1000);
         assert_eq!(seq.duplicates, 7000);
+    }
+
+    #[test]
+    fn many_small_chunks_and_batches_equal_one_pass() {
+        let mut input = String::new();
+        for i in 0..400 {
+            // Every event comes back 3 times, far apart, so duplicates cross chunks and batches.
+            let t = format!("10.{:03}Z", i % 131);
+            input.push_str(&UPDATE.replace("10.101Z", &t));
+            input.push_str(if i % 3 == 0 { "\r\n" } else { "\n" });
+            if i % 37 == 0 {
+                input.push_str("garbage\n\n");
+            }
+        }
+        let seq = parse_bytes("f", input.as_bytes());
+        assert_eq!((seq.events.len(), seq.rejects.len()), (131, 11));
+        assert_eq!(seq.duplicates, 400 - 131);
+        for chunk in [1, 100, 1000, 7000] {
+            for batch in [1, 3000, 1 << 20] {
+                let par = parse_split("f", input.as_bytes(), chunk, batch);
+                assert_eq!(par, seq, "chunk {chunk}, batch {batch}");
+            }
+        }
+        let files: Vec<(String, String)> = input
+            .split_inclusive('\n')
+            .collect::<Vec<_>>()
+            .chunks(50)
+            .enumerate()
+            .map(|(i, lines)| (format!("f{i}"), lines.concat()))
+            .collect();
+        let merged = Parsed::merge(files.iter().map(|(n, b)| parse_bytes(n, b.as_bytes())));
+        assert_eq!(parse_sources(&files), merged);
+        assert_eq!(merged.events.len(), 131);
     }
 
     #[test]
