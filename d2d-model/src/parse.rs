@@ -183,17 +183,21 @@ fn parse_batched<T: Sync>(
 /// assert_eq!(err.code(), "missing_field");
 /// ```
 pub fn parse_line(line: &[u8]) -> Result<Event, RejectReason> {
+    parse_line_with(line, &mut Memo::default())
+}
+
+fn parse_line_with(line: &[u8], memo: &mut Memo) -> Result<Event, RejectReason> {
     let text = std::str::from_utf8(line).map_err(|e| RejectReason::InvalidUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
     // The feed's own layout, then any plain object, skip serde; anything else, and every
     // reject, goes through serde, the reference.
     let fast = fast::exact(text).or_else(|| fast::raw_event(text));
-    if let Some(Ok(event)) = fast.map(RawEvent::validate) {
+    if let Some(Ok(event)) = fast.map(|raw| raw.validate_with(memo)) {
         return Ok(event);
     }
     match serde_json::from_str::<Object<RawEvent<'_>>>(text) {
-        Ok(Object(raw)) => raw.validate(),
+        Ok(Object(raw)) => raw.validate_with(memo),
         Err(_) => Err(diagnose(text)),
     }
 }
@@ -300,13 +304,14 @@ fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64, hasher: &EventH
     let mut out = Parsed::default();
     let mut hashes = Vec::new();
     let mut seen = Seen::default();
+    let mut memo = Memo::default();
     for (number, line) in (first_line + 1..).zip(lines(bytes)) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         out.lines += 1;
-        match parse_line(line) {
+        match parse_line_with(line, &mut memo) {
             Ok(event) => {
                 let hash = hasher.hash_one(&event);
                 if seen.is_new(hash, &event, &out.events) {
@@ -460,7 +465,11 @@ struct RawLocation<'a> {
 }
 
 fn required<'a>(v: Option<Text<'a>>, field: &'static str) -> Result<Cow<'a, str>, RejectReason> {
-    v.map(|t| t.0).ok_or(RejectReason::MissingField { field })
+    // Not `ok_or`: building the unused error on every call shows up in profiles.
+    match v {
+        Some(Text(s)) => Ok(s),
+        None => Err(RejectReason::MissingField { field }),
+    }
 }
 
 fn timestamp(v: Option<Text<'_>>, field: &'static str) -> Result<DateTime<Utc>, RejectReason> {
@@ -519,30 +528,59 @@ impl RawLocation<'_> {
     }
 }
 
+/// The last envelope timestamp parsed, as written and as a value: the lines of one file
+/// mostly share their `at` (the time the batch was received), so most lines skip parsing it.
+#[derive(Default)]
+struct Memo {
+    text: String,
+    value: Option<DateTime<Utc>>,
+}
+
+impl Memo {
+    fn timestamp(&mut self, s: &str, field: &'static str) -> Result<DateTime<Utc>, RejectReason> {
+        match self.value {
+            Some(value) if self.text == s => Ok(value),
+            _ => {
+                let value = timestamp_of(s, field)?;
+                self.text.clear();
+                self.text.push_str(s);
+                self.value = Some(value);
+                Ok(value)
+            }
+        }
+    }
+}
+
 impl RawEvent<'_> {
     /// Checks every field and builds the typed event, or says which field is wrong.
     pub(crate) fn validate(self) -> Result<Event, RejectReason> {
+        self.validate_with(&mut Memo::default())
+    }
+
+    fn validate_with(self, memo: &mut Memo) -> Result<Event, RejectReason> {
         let on = required(self.on, "on")?;
         let verb = required(self.event, "event")?;
         let at_text = required(self.at, "at")?;
-        let at = timestamp_of(&at_text, "at")?;
+        let at = memo.timestamp(&at_text, "at")?;
         let envelope = (&*at_text, at);
         let organization_id = id(self.organization_id, "organization_id", OrganizationId::new)?;
-        let Object(data) = self
-            .data
-            .ok_or(RejectReason::MissingField { field: "data" })?;
+        let Some(Object(data)) = self.data else {
+            return Err(RejectReason::MissingField { field: "data" });
+        };
         let kind = match (&*on, &*verb) {
             ("vehicle", "register" | "update" | "deregister") => {
                 let vehicle = id(data.id, "data.id", VehicleId::new)?;
                 match &*verb {
                     "update" => {
-                        let Object(raw) = data.location.ok_or(RejectReason::MissingField {
-                            field: "data.location",
-                        })?;
+                        let Some(Object(raw)) = data.location else {
+                            return Err(RejectReason::MissingField {
+                                field: "data.location",
+                            });
+                        };
                         let missing = raw.first_missing();
-                        let location = raw
-                            .validate(envelope)?
-                            .ok_or(RejectReason::MissingField { field: missing })?;
+                        let Some(location) = raw.validate(envelope)? else {
+                            return Err(RejectReason::MissingField { field: missing });
+                        };
                         EventKind::VehicleUpdate { vehicle, location }
                     }
                     v => {
