@@ -27,12 +27,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Union
 
+import pyarrow as pa
+
 from . import _d2d, _tables
 from ._d2d import D2dError, Event, Location, ParseError, Period, parse_line
 
 if TYPE_CHECKING:
+    # Imported when a frame is made, so that `import d2d` stays fast.
     import pandas as pd
-    import pyarrow as pa
 
 __all__ = [
     "D2dError",
@@ -186,7 +188,7 @@ class Profile(dict):  # type: ignore[type-arg]
         ``min``/``max`` for ranges; ``value`` holds ints, UTC ``Timestamp``s or floats (object
         dtype, since the sections differ in type).
         """
-        import pandas as pd
+        import pandas as pd  # noqa: PLC0415 -- `import d2d` stays fast without pandas
 
         rows: list[tuple[str, str, str, Any]] = []
         for key in ("files", "lines", "events", "rejects", "duplicates", "vehicles", "periods"):

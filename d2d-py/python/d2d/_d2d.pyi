@@ -2,13 +2,25 @@
 
 import datetime
 import os
-from typing import Any, Final, Union
+from typing import Any, Final, final
 
-_Input = Union[str, os.PathLike[str], bytes, bytearray]
-_PathsOrBytes = Union[_Input, list[_Input], tuple[_Input, ...]]
+_Input = str | os.PathLike[str] | bytes | bytearray
+_PathsOrBytes = _Input | list[_Input] | tuple[_Input, ...]
 # (rows, [(column name, column buffers), ...]): see d2d/_tables.py.
 _NativeTable = tuple[int, list[tuple[str, tuple[Any, ...]]]]
 
+__all__ = [
+    "D2dError",
+    "Event",
+    "Location",
+    "ParseError",
+    "Period",
+    "__version__",
+    "data_check",
+    "distances",
+    "parse_line",
+    "read_events",
+]
 __version__: Final[str]
 
 class D2dError(Exception):
@@ -24,6 +36,7 @@ class ParseError(D2dError, ValueError):
     field: str | None
     raw: bytes
 
+@final
 class Location:
     """A GPS fix: where a vehicle was (WGS 84 degrees) and when (UTC)."""
 
@@ -34,6 +47,7 @@ class Location:
     @property
     def at(self) -> datetime.datetime: ...
 
+@final
 class Period:
     """An operating period (a shift): its id and its UTC window, ``start <= finish``."""
 
@@ -44,6 +58,7 @@ class Period:
     @property
     def finish(self) -> datetime.datetime: ...
 
+@final
 class Event:
     """One valid event of the feed. Immutable, comparable and hashable."""
 
