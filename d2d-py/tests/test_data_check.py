@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import d2d
 import pandas as pd
 import pytest
 from conftest import REGISTER, update
+
+import d2d
 
 KEYS = {
     "files", "lines", "events", "rejects", "duplicates", "by_kind", "reject_reasons",

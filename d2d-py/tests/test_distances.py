@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import d2d
 import pandas as pd
 import pytest
 from conftest import period, update
+
+import d2d
 
 R = 6_371_008.8
 ONE_HUNDREDTH_DEGREE = R * math.pi / 180 * 0.01  # 1,111.95 m along a meridian or the equator

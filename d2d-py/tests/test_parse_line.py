@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-import d2d
 import pytest
 from conftest import REGISTER, period, update
+
+import d2d
 
 
 def test_update_has_its_location():

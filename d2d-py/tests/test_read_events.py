@@ -6,11 +6,12 @@ import math
 import threading
 from pathlib import Path
 
-import d2d
 import pandas as pd
 import pyarrow as pa
 import pytest
 from conftest import REGISTER, period, update, utc
+
+import d2d
 
 KINDS = [
     "vehicle.register",

@@ -13,9 +13,10 @@ import os
 import subprocess
 from datetime import datetime
 
-import d2d
 import pytest
 from conftest import REPO
+
+import d2d
 
 EXAMPLE = REPO / "examples" / "data_check.rs"
 pytestmark = pytest.mark.skipif(
