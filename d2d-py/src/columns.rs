@@ -25,6 +25,13 @@ pub struct Validity {
 }
 
 impl Validity {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            bits: Vec::with_capacity(rows.div_ceil(8)),
+            ..Self::default()
+        }
+    }
+
     fn push(&mut self, valid: bool) {
         if self.len % 8 == 0 {
             self.bits.push(0);
@@ -54,11 +61,11 @@ pub struct Fixed {
 }
 
 impl Fixed {
-    fn new(type_name: &'static str) -> Self {
+    fn new(type_name: &'static str, rows: usize) -> Self {
         Self {
             type_name,
-            values: Vec::new(),
-            validity: Validity::default(),
+            values: Vec::with_capacity(rows * 8),
+            validity: Validity::with_capacity(rows),
         }
     }
 
@@ -79,23 +86,43 @@ impl Fixed {
     }
 }
 
-/// Variable-length strings or binaries, nullable. Offsets are `i64` while building and shrink
-/// to Arrow's 32-bit `string`/`binary` when the data fits, else stay `large_*`.
+/// Variable-length strings or binaries, nullable. Sized up front from the total length, so
+/// the offsets are written at their final width: Arrow's 32-bit `string`/`binary` when the
+/// data fits, `large_*` (64-bit) beyond 2 GiB.
 #[derive(Debug)]
 pub struct Varlen {
     binary: bool,
-    offsets: Vec<i64>,
+    large: bool,
+    offsets: Vec<u8>,
     data: Vec<u8>,
     validity: Validity,
 }
 
 impl Varlen {
-    fn new(binary: bool) -> Self {
-        Self {
+    fn new(binary: bool, rows: usize, total: usize) -> Self {
+        Self::with_width(binary, rows, total, i32::try_from(total).is_err())
+    }
+
+    fn with_width(binary: bool, rows: usize, total: usize, large: bool) -> Self {
+        let width = if large { 8 } else { 4 };
+        let mut c = Self {
             binary,
-            offsets: vec![0],
-            data: Vec::new(),
-            validity: Validity::default(),
+            large,
+            offsets: Vec::with_capacity((rows + 1) * width),
+            data: Vec::with_capacity(total),
+            validity: Validity::with_capacity(rows),
+        };
+        c.push_offset();
+        c
+    }
+
+    fn push_offset(&mut self) {
+        let end = self.data.len();
+        if self.large {
+            self.offsets.extend_from_slice(&(end as i64).to_ne_bytes());
+        } else {
+            // `new` chose 32 bits because the total fits.
+            self.offsets.extend_from_slice(&(end as i32).to_ne_bytes());
         }
     }
 
@@ -103,13 +130,32 @@ impl Varlen {
         if let Some(v) = v {
             self.data.extend_from_slice(v);
         }
-        self.offsets.push(self.data.len() as i64);
+        self.push_offset();
         self.validity.push(v.is_some());
     }
 
-    fn push_str(&mut self, v: Option<&str>) {
-        self.push(v.map(str::as_bytes));
+    fn type_name(&self) -> &'static str {
+        match (self.binary, self.large) {
+            (false, false) => "string",
+            (false, true) => "large_string",
+            (true, false) => "binary",
+            (true, true) => "large_binary",
+        }
     }
+}
+
+/// A `Varlen` for the strings `f` picks from `items`, sized by a first pass over them.
+fn varlen<'a, T: 'a>(
+    binary: bool,
+    items: &'a [T],
+    f: impl Fn(&'a T) -> Option<&'a [u8]>,
+) -> Varlen {
+    let total = items.iter().filter_map(&f).map(<[u8]>::len).sum();
+    let mut c = Varlen::new(binary, items.len(), total);
+    for item in items {
+        c.push(f(item));
+    }
+    c
 }
 
 /// Dictionary-encoded strings (`int32` indices), for low-cardinality labels such as the
@@ -124,8 +170,15 @@ pub struct Dictionary {
 impl Dictionary {
     /// A dictionary whose values are fixed up front (every kind, even those absent), so the
     /// categories do not depend on the data.
-    fn with_values(values: &[&str]) -> Self {
-        let mut d = Self::default();
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            indices: Vec::with_capacity(rows * 4),
+            ..Self::default()
+        }
+    }
+
+    fn with_values(values: &[&str], rows: usize) -> Self {
+        let mut d = Self::with_capacity(rows);
         for v in values {
             d.index_of(v);
         }
@@ -182,7 +235,8 @@ impl Column {
     /// `(type, values, validity | None, null_count)` for fixed-width,
     /// `(type, offsets, data, validity | None, null_count)` for strings/binaries,
     /// `("dictionary", indices, [values])` for dictionaries.
-    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Consumes the column, so its Rust buffers are freed as soon as Python holds the copy.
+    fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         Ok(match self {
             Column::Fixed(c) => (
                 c.type_name,
@@ -192,39 +246,15 @@ impl Column {
             )
                 .into_pyobject(py)?
                 .into_any(),
-            Column::Varlen(c) => {
-                let last = c.offsets.last().copied().unwrap_or(0);
-                let (type_name, offsets) = match i32::try_from(last) {
-                    Ok(_) => {
-                        let mut out = Vec::with_capacity(c.offsets.len() * 4);
-                        for &o in &c.offsets {
-                            out.extend_from_slice(&(o as i32).to_ne_bytes());
-                        }
-                        (if c.binary { "binary" } else { "string" }, out)
-                    }
-                    Err(_) => {
-                        let mut out = Vec::with_capacity(c.offsets.len() * 8);
-                        for &o in &c.offsets {
-                            out.extend_from_slice(&o.to_ne_bytes());
-                        }
-                        let name = if c.binary {
-                            "large_binary"
-                        } else {
-                            "large_string"
-                        };
-                        (name, out)
-                    }
-                };
-                (
-                    type_name,
-                    PyBytes::new(py, &offsets),
-                    PyBytes::new(py, &c.data),
-                    c.validity.to_py(py),
-                    c.validity.nulls,
-                )
-                    .into_pyobject(py)?
-                    .into_any()
-            }
+            Column::Varlen(c) => (
+                c.type_name(),
+                PyBytes::new(py, &c.offsets),
+                PyBytes::new(py, &c.data),
+                c.validity.to_py(py),
+                c.validity.nulls,
+            )
+                .into_pyobject(py)?
+                .into_any(),
             Column::Dictionary(c) => (
                 "dictionary",
                 PyBytes::new(py, &c.indices),
@@ -246,12 +276,13 @@ pub struct Table {
 }
 
 impl Table {
-    /// `(rows, [(name, column tuple), ...])` for `d2d._tables.table`.
-    pub fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// `(rows, [(name, column tuple), ...])` for `d2d._tables.table`, freeing each Rust
+    /// column once copied.
+    pub fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         let columns = self
             .columns
-            .iter()
-            .map(|(name, c)| Ok((*name, c.to_py(py)?)))
+            .into_iter()
+            .map(|(name, c)| Ok((name, c.into_py(py)?)))
             .collect::<PyResult<Vec<_>>>()?;
         Ok((self.rows, columns).into_pyobject(py)?.into_any())
     }
@@ -260,35 +291,49 @@ impl Table {
 /// Events flattened to one row each: `source, line, kind, at, organization_id, vehicle_id,
 /// lat, lng, location_at, period_id, start, finish`.
 pub fn events(records: &[Record]) -> Table {
-    let mut source = Dictionary::default();
-    let mut line = Fixed::new("int64");
-    let mut kind = Dictionary::with_values(&EventKind::NAMES);
-    let mut at = Fixed::new("timestamp");
-    let mut organization = Dictionary::default();
-    let mut vehicle = Varlen::new(false);
-    let (mut lat, mut lng) = (Fixed::new("float64"), Fixed::new("float64"));
-    let mut location_at = Fixed::new("timestamp");
-    let mut period = Varlen::new(false);
-    let (mut start, mut finish) = (Fixed::new("timestamp"), Fixed::new("timestamp"));
+    let n = records.len();
+    let mut source = Dictionary::with_capacity(n);
+    let mut line = Fixed::new("int64", n);
+    let mut kind = Dictionary::with_values(&EventKind::NAMES, n);
+    let mut at = Fixed::new("timestamp", n);
+    let mut organization = Dictionary::with_capacity(n);
+    let (mut lat, mut lng) = (Fixed::new("float64", n), Fixed::new("float64", n));
+    let mut location_at = Fixed::new("timestamp", n);
+    let (mut start, mut finish) = (Fixed::new("timestamp", n), Fixed::new("timestamp", n));
+    let mut last_source: Option<(&str, i32)> = None;
     for r in records {
         let e = &r.event;
-        source.push(&r.source);
+        // Records of one source come together: skip the lookup while it does not change.
+        match last_source {
+            Some((name, i)) if name == &*r.source => {
+                source.indices.extend_from_slice(&i.to_ne_bytes())
+            }
+            _ => {
+                let i = source.index_of(&r.source);
+                source.indices.extend_from_slice(&i.to_ne_bytes());
+                last_source = Some((&r.source, i));
+            }
+        }
         line.push_i64(Some(r.line as i64));
         kind.push(e.kind.name());
         at.push_time(Some(e.at));
         organization.push(e.organization_id.as_str());
-        vehicle.push_str(e.kind.vehicle().map(|v| v.as_str()));
         let loc = e.kind.location();
         lat.push_f64(loc.map(|l| l.position.lat()));
         lng.push_f64(loc.map(|l| l.position.lng()));
         location_at.push_time(loc.map(|l| l.at));
         let p = e.kind.period();
-        period.push_str(p.map(|p| p.id().as_str()));
         start.push_time(p.map(|p| p.start()));
         finish.push_time(p.map(|p| p.finish()));
     }
+    let vehicle = varlen(false, records, |r| {
+        r.event.kind.vehicle().map(|v| v.as_str().as_bytes())
+    });
+    let period = varlen(false, records, |r| {
+        r.event.kind.period().map(|p| p.id().as_str().as_bytes())
+    });
     Table {
-        rows: records.len(),
+        rows: n,
         columns: vec![
             ("source", source.into()),
             ("line", line.into()),
@@ -309,22 +354,21 @@ pub fn events(records: &[Record]) -> Table {
 /// Rejects, one row each: `source, line, code, field, reason, raw` (`raw` is the line's bytes,
 /// verbatim: it need not be UTF-8).
 pub fn rejects(rejects: &[Reject]) -> Table {
-    let mut source = Dictionary::default();
-    let mut line = Fixed::new("int64");
-    let mut code = Dictionary::default();
-    let mut field = Varlen::new(false);
-    let mut reason = Varlen::new(false);
-    let mut raw = Varlen::new(true);
+    let n = rejects.len();
+    let mut source = Dictionary::with_capacity(n);
+    let mut line = Fixed::new("int64", n);
+    let mut code = Dictionary::with_capacity(n);
     for r in rejects {
         source.push(&r.source);
         line.push_i64(Some(r.line as i64));
         code.push(r.reason.code());
-        field.push_str(r.reason.field());
-        reason.push_str(Some(&r.reason.to_string()));
-        raw.push(Some(&r.raw));
     }
+    let field = varlen(false, rejects, |r| r.reason.field().map(str::as_bytes));
+    let reasons: Vec<String> = rejects.iter().map(|r| r.reason.to_string()).collect();
+    let reason = varlen(false, &reasons, |r| Some(r.as_bytes()));
+    let raw = varlen(true, rejects, |r| Some(r.raw.as_slice()));
     Table {
-        rows: rejects.len(),
+        rows: n,
         columns: vec![
             ("source", source.into()),
             ("line", line.into()),
@@ -338,21 +382,20 @@ pub fn rejects(rejects: &[Reject]) -> Table {
 
 /// Distance rows: `period_id, vehicle_id, fixes, first_at, last_at, metres`.
 pub fn distances(rows: &[PeriodDistance]) -> Table {
-    let mut period = Varlen::new(false);
-    let mut vehicle = Varlen::new(false);
-    let mut fixes = Fixed::new("int64");
-    let (mut first, mut last) = (Fixed::new("timestamp"), Fixed::new("timestamp"));
-    let mut metres = Fixed::new("float64");
+    let n = rows.len();
+    let mut fixes = Fixed::new("int64", n);
+    let (mut first, mut last) = (Fixed::new("timestamp", n), Fixed::new("timestamp", n));
+    let mut metres = Fixed::new("float64", n);
     for r in rows {
-        period.push_str(Some(r.period.as_str()));
-        vehicle.push_str(Some(r.vehicle.as_str()));
         fixes.push_i64(Some(r.fixes as i64));
         first.push_time(Some(r.first_at));
         last.push_time(Some(r.last_at));
         metres.push_f64(Some(r.metres));
     }
+    let period = varlen(false, rows, |r| Some(r.period.as_str().as_bytes()));
+    let vehicle = varlen(false, rows, |r| Some(r.vehicle.as_str().as_bytes()));
     Table {
-        rows: rows.len(),
+        rows: n,
         columns: vec![
             ("period_id", period.into()),
             ("vehicle_id", vehicle.into()),
@@ -409,7 +452,13 @@ oops"#;
         let Column::Varlen(period) = column(&t, "period_id") else {
             panic!()
         };
-        assert_eq!(period.offsets, [0, 0, 0, 4]);
+        let offsets: Vec<i32> = period
+            .offsets
+            .chunks_exact(4)
+            .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(offsets, [0, 0, 0, 4]);
+        assert_eq!(period.type_name(), "string");
         assert_eq!(period.data, b"op_1");
         let Column::Dictionary(kind) = column(&t, "kind") else {
             panic!()
@@ -441,6 +490,19 @@ oops"#;
             panic!()
         };
         assert_eq!(field.validity.nulls, 1, "invalid JSON has no field");
+    }
+
+    #[test]
+    fn strings_past_2_gib_get_64_bit_offsets() {
+        let mut big = Varlen::with_width(false, 1, 1, true);
+        big.push(Some(b"x"));
+        assert_eq!(big.type_name(), "large_string");
+        assert_eq!(
+            big.offsets,
+            [0i64.to_ne_bytes(), 1i64.to_ne_bytes()].concat()
+        );
+        let small = Varlen::new(true, 1, i32::MAX as usize / 4096);
+        assert_eq!(small.type_name(), "binary");
     }
 
     #[test]

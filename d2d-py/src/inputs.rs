@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use d2d_model::landing::landing_order;
-use d2d_model::parse::{parse_bytes_par, parse_sources, Parsed};
+use d2d_model::parse::{parse_bytes, parse_bytes_par, Parsed};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
@@ -27,31 +27,6 @@ pub enum Input {
     Path(PathBuf),
     /// NDJSON content, with its source name.
     Bytes(String, PyBackedBytes),
-}
-
-/// The bytes of one source: read from a file, or borrowed from a Python `bytes`.
-pub enum Data {
-    /// Read from disk.
-    Owned(Vec<u8>),
-    /// Kept alive by Python; immutable, so safe to read without the GIL.
-    Python(PyBackedBytes),
-}
-
-impl AsRef<[u8]> for Data {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Data::Owned(v) => v,
-            Data::Python(b) => b,
-        }
-    }
-}
-
-/// A named buffer to parse.
-pub struct Source {
-    /// The path as given (joined with the walked sub-path), or `<bytes>`.
-    pub name: String,
-    /// Its content.
-    pub data: Data,
 }
 
 const EXPECTED: &str =
@@ -128,50 +103,48 @@ fn files(path: PathBuf) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Resolves paths and reads every file (in parallel). Runs without the GIL.
-pub fn load(inputs: Vec<Input>) -> Result<Vec<Source>> {
-    let mut pending = Vec::new();
+/// Replaces each folder by its files, in landing order.
+fn expand(inputs: Vec<Input>) -> Result<Vec<Input>> {
+    let mut out = Vec::with_capacity(inputs.len());
     for input in inputs {
         match input {
-            Input::Path(p) => pending.extend(files(p)?.into_iter().map(Input::Path)),
-            bytes @ Input::Bytes(..) => pending.push(bytes),
+            Input::Path(p) => out.extend(files(p)?.into_iter().map(Input::Path)),
+            bytes @ Input::Bytes(..) => out.push(bytes),
         }
     }
-    pending
-        .into_par_iter()
-        .map(|input| match input {
-            Input::Path(p) => Ok(Source {
-                name: p.to_string_lossy().into_owned(),
-                data: Data::Owned(fs::read(&p).map_err(io_error(&p))?),
-            }),
-            Input::Bytes(name, b) => Ok(Source {
-                name,
-                data: Data::Python(b),
-            }),
-        })
-        .collect()
+    Ok(out)
 }
 
-/// Parses the sources in order, de-duplicating across them. One big source is split across
-/// threads; many sources are parsed one per task. Both give what `parse_bytes` would.
-pub fn parse(sources: &[Source]) -> Parsed {
-    match sources {
-        [one] => parse_bytes_par(&one.name, one.data.as_ref()),
-        many => {
-            let pairs: Vec<(&str, &[u8])> = many
-                .iter()
-                .map(|s| (s.name.as_str(), s.data.as_ref()))
-                .collect();
-            parse_sources(&pairs)
+/// Source name and parse of one input. A lone input may be one big buffer: it is split across
+/// threads by `parse_bytes_par`.
+fn parse_one(input: Input, alone: bool) -> Result<Parsed> {
+    let parse = if alone { parse_bytes_par } else { parse_bytes };
+    match input {
+        Input::Path(p) => {
+            let data = fs::read(&p).map_err(io_error(&p))?;
+            Ok(parse(&p.to_string_lossy(), &data))
         }
+        Input::Bytes(name, data) => Ok(parse(&name, &data)),
     }
 }
 
-/// Reads and parses everything the argument names. Runs without the GIL.
+/// Reads and parses everything the argument names, returning the parse and the number of
+/// sources. Runs without the GIL.
+///
+/// Each file is parsed as soon as it is read, in parallel, and its bytes dropped at once, so
+/// the input is never held whole next to its events. The result is what
+/// `d2d_model::parse::parse_sources` gives on the same sources: `Parsed::merge` de-duplicates
+/// across files, and a per-file de-duplication before it keeps the same first occurrences and
+/// counts the same duplicates.
 pub fn read(inputs: Vec<Input>) -> Result<(Parsed, u64)> {
-    let sources = load(inputs)?;
-    let parsed = parse(&sources);
-    Ok((parsed, sources.len() as u64))
+    let inputs = expand(inputs)?;
+    let sources = inputs.len() as u64;
+    let alone = inputs.len() == 1;
+    let parts = inputs
+        .into_par_iter()
+        .map(|input| parse_one(input, alone))
+        .collect::<Result<Vec<Parsed>>>()?;
+    Ok((Parsed::merge(parts), sources))
 }
 
 #[cfg(test)]
@@ -217,15 +190,49 @@ mod tests {
                 "a/notes.txt",
             ]
         );
-        let sources = load(vec![Input::Path(root.join("a"))]).unwrap();
-        assert_eq!(sources.len(), 2);
-        assert_eq!(sources[1].data.as_ref(), b"z\n");
+        let (parsed, sources) = read(vec![Input::Path(root.join("a"))]).unwrap();
+        assert_eq!(sources, 2);
+        assert_eq!(parsed.rejects[1].raw, b"z");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn reading_files_equals_parse_sources() {
+        let root = std::env::temp_dir().join(format!("d2d-py-same-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let update = |v: &str, s: u32| {
+            format!(
+                r#"{{"event":"update","on":"vehicle","at":"2019-06-01T10:00:0{s}Z","data":{{"id":"{v}","location":{{"lat":1.0,"lng":2.0,"at":"2019-06-01T10:00:0{s}Z"}}}},"organization_id":"o"}}"#
+            )
+        };
+        let bodies = [
+            format!(
+                "{}\n{}\n{}\nbad\n",
+                update("a", 1),
+                update("a", 1),
+                update("b", 2)
+            ),
+            format!("{}\n\n{}\n", update("b", 2), update("c", 3)),
+            format!("{}\r\n{}", update("a", 1), update("c", 4)),
+        ];
+        let mut pairs = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let path = root.join(format!("2019-06-01-15-17-{i}-events.txt"));
+            fs::write(&path, body).unwrap();
+            pairs.push((path.to_string_lossy().into_owned(), body.as_bytes()));
+        }
+        let (got, sources) = read(vec![Input::Path(root.clone())]).unwrap();
+        let want = d2d_model::parse::parse_sources(&pairs);
+        assert_eq!(sources, 3);
+        assert_eq!(got, want);
+        assert_eq!((got.lines, got.events.len(), got.duplicates), (8, 4, 3));
         fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn a_missing_path_names_itself() {
-        let err = load(vec![Input::Path("/nonexistent/d2d".into())])
+        let err = read(vec![Input::Path("/nonexistent/d2d".into())])
             .err()
             .unwrap();
         assert!(err.to_string().starts_with("/nonexistent/d2d: "), "{err}");

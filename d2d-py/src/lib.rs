@@ -45,13 +45,16 @@ fn read_events<'py>(
         }
         let events = columns::events(&parsed.events);
         let rejects = columns::rejects(&parsed.rejects);
-        Ok((events, rejects, (files, parsed.lines, parsed.duplicates)))
+        let counts = (files, parsed.lines, parsed.duplicates);
+        // The events go before the columns cross into Python, not after.
+        drop(parsed);
+        Ok((events, rejects, counts))
     })?;
     let counts_dict = PyDict::new(py);
     counts_dict.set_item("files", counts.0)?;
     counts_dict.set_item("lines", counts.1)?;
     counts_dict.set_item("duplicates", counts.2)?;
-    Ok((events.to_py(py)?, rejects.to_py(py)?, counts_dict)
+    Ok((events.into_py(py)?, rejects.into_py(py)?, counts_dict)
         .into_pyobject(py)?
         .into_any())
 }
@@ -134,7 +137,7 @@ fn distances<'py>(
         );
         Ok(columns::distances(&rows))
     })?;
-    table.to_py(py)
+    table.into_py(py)
 }
 
 /// Parses one line (without its line end) into an [`event::Event`], or raises `ParseError`.

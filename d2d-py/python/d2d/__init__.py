@@ -79,8 +79,10 @@ class Table:
 
         Dictionary columns become ``Categorical``, timestamps ``datetime64[us, UTC]``,
         coordinates ``float64`` (``NaN`` where absent). Keyword arguments go to
-        ``pyarrow.Table.to_pandas`` (e.g. ``types_mapper=pd.ArrowDtype``).
+        ``pyarrow.Table.to_pandas`` (e.g. ``types_mapper=pd.ArrowDtype``); ``split_blocks``
+        defaults to ``True``, which saves a copy of every column.
         """
+        kwargs.setdefault("split_blocks", True)
         return self._table.to_pandas(**kwargs)
 
     @property
