@@ -1,0 +1,89 @@
+"""Shared fixtures: the real sample day and an independent, pure-Python reading of it."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LANDING = REPO / "testdata" / "landing"
+
+# Built from the feed's own spelling, not from d2d: the expected side of the comparisons.
+UPDATE = (
+    '{"event":"update","on":"vehicle","at":"2019-06-01T%s","data":{"id":"%s",'
+    '"location":{"lat":%s,"lng":%s,"at":"2019-06-01T%s"}},"organization_id":"org"}'
+)
+PERIOD = (
+    '{"event":"%s","on":"operating_period","at":"2019-06-01T09:00:00Z","data":{"id":"%s",'
+    '"start":"2019-06-01T%s","finish":"2019-06-01T%s"},"organization_id":"org"}'
+)
+REGISTER = (
+    '{"event":"register","on":"vehicle","at":"2019-06-01T09:00:00Z","data":{"id":"%s"},'
+    '"organization_id":"org"}'
+)
+
+
+def update(vehicle: str, lat: float, lng: float, at: str) -> str:
+    return UPDATE % (at, vehicle, lat, lng, at)
+
+
+def period(pid: str, start: str, finish: str, verb: str = "create") -> str:
+    return PERIOD % (verb, pid, start, finish)
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _landing_key(path: Path) -> tuple[int, ...]:
+    m = re.fullmatch(r"(\d+)-(\d+)-(\d+)-(\d+)-(\d+)-(\d+)-events\.\w+", path.name)
+    assert m, path
+    return tuple(int(g) for g in m.groups())
+
+
+@pytest.fixture(scope="session")
+def landing() -> Path:
+    assert LANDING.is_dir(), f"sample data missing at {LANDING}"
+    return LANDING
+
+
+@pytest.fixture(scope="session")
+def landing_files(landing: Path) -> list[Path]:
+    """Every sample file, in numeric file-name time order."""
+    return sorted((p for p in landing.rglob("*") if p.is_file()), key=_landing_key)
+
+
+@pytest.fixture(scope="session")
+def sample_rows(landing_files: list[Path]) -> list[dict]:
+    """The sample, read with the json module line by line and flattened by hand."""
+    rows = []
+    for path in landing_files:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                obj = json.loads(raw)
+                data = obj["data"]
+                loc = data.get("location") or {}
+                is_vehicle = obj["on"] == "vehicle"
+                rows.append(
+                    {
+                        "source": str(path),
+                        "line": number,
+                        "kind": f"{obj['on']}.{obj['event']}",
+                        "at": utc(obj["at"]),
+                        "organization_id": obj["organization_id"],
+                        "vehicle_id": data["id"] if is_vehicle else None,
+                        "lat": loc.get("lat"),
+                        "lng": loc.get("lng"),
+                        "location_at": utc(loc["at"]) if loc.get("at") else None,
+                        "period_id": None if is_vehicle else data["id"],
+                        "start": None if is_vehicle else utc(data["start"]),
+                        "finish": None if is_vehicle else utc(data["finish"]),
+                    }
+                )
+    return rows
