@@ -15,10 +15,15 @@
 //! Each typed parse keeps every event and reject in memory; the baseline parses each line to a
 //! `Value` and drops it. Throughput counters: bytes of input, and items = non-blank lines.
 //!
-//! After the timings (only under `cargo bench`, not `cargo test --benches`), each case is run
-//! once more in a fresh child process to measure its peak memory: the growth of the process's
-//! peak resident set (VmHWM) over its size once the input is loaded. Unlike divan's
-//! `max alloc`, this includes rayon's worker threads. Set `D2D_BENCH_NO_PEAK=1` to skip it.
+//! After the timings (only under `cargo bench`, not `cargo test --benches`), two tables:
+//! - single-thread throughput per second of CPU time: each sequential case is repeated for
+//!   about 1.5 s of its thread's on-CPU time (`/proc/thread-self/schedstat`), so the figure
+//!   holds on a machine shared with other work, where wall-clock medians swing with the load;
+//! - peak memory: each case is run once more in a fresh child process, and the growth of the
+//!   process's peak resident set (VmHWM) over its size once the input is loaded is reported.
+//!   Unlike divan's `max alloc`, this includes rayon's worker threads.
+//!
+//! Set `D2D_BENCH_NO_TABLES=1` to skip both.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -151,7 +156,8 @@ fn main() {
     }
     divan::main();
     let benching = std::env::args().any(|a| a == "--bench");
-    if benching && std::env::var_os("D2D_BENCH_NO_PEAK").is_none() {
+    if benching && std::env::var_os("D2D_BENCH_NO_TABLES").is_none() {
+        cpu_table();
         peak_table();
     }
 }
@@ -255,6 +261,77 @@ mod repeated_100mb {
         b.counter(bytes)
             .counter(items)
             .bench(|| value_per_line_par(black_box(input)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput per CPU second of the one thread doing the work.
+
+/// Nanoseconds this thread has spent on a CPU, from the scheduler's own accounting.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+fn cpu_table() {
+    let real = &*REAL;
+    let big: &[u8] = &BIG;
+    let big_lines = real.lines * COPIES as u64;
+    type Case<'a> = (&'a str, usize, u64, Box<dyn Fn() -> usize + 'a>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "real_files/concat_parse_bytes",
+            real.concat.len(),
+            real.lines,
+            Box::new(|| parse_bytes("day", black_box(&real.concat)).events.len()),
+        ),
+        (
+            "real_files/per_file_sequential",
+            real.concat.len(),
+            real.lines,
+            Box::new(|| per_file_sequential(black_box(&real.files)).events.len()),
+        ),
+        (
+            "real_files/concat_baseline_value",
+            real.concat.len(),
+            real.lines,
+            Box::new(|| value_per_line(black_box(&real.concat))),
+        ),
+        (
+            "repeated_100mb/parse_bytes",
+            big.len(),
+            big_lines,
+            Box::new(|| parse_bytes("big", black_box(big)).events.len()),
+        ),
+        (
+            "repeated_100mb/baseline_value",
+            big.len(),
+            big_lines,
+            Box::new(|| value_per_line(black_box(big))),
+        ),
+    ];
+    println!();
+    println!("single-thread throughput per second of on-CPU time (MB = 10^6 bytes)");
+    println!(
+        "{:<36} {:>6} {:>10} {:>12}",
+        "case", "runs", "MB/s", "lines/s"
+    );
+    for (name, bytes, lines, run) in cases {
+        black_box(run()); // warm up caches and the allocator
+        let (Some(start), mut runs) = (thread_cpu_ns(), 0u64) else {
+            println!("{name:<36} n/a (no /proc/thread-self/schedstat)");
+            continue;
+        };
+        let mut spent = 0;
+        while spent < 1_500_000_000 {
+            black_box(run());
+            runs += 1;
+            spent = thread_cpu_ns().unwrap_or(start).saturating_sub(start);
+        }
+        let seconds = spent as f64 / 1e9;
+        let mb_s = (bytes as u64 * runs) as f64 / 1e6 / seconds;
+        let lines_s = (lines * runs) as f64 / seconds;
+        println!("{name:<36} {runs:>6} {mb_s:>10.1} {lines_s:>12.0}");
     }
 }
 
