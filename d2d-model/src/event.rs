@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -48,19 +49,26 @@ pub enum InvalidValue {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        ///
+        /// Cheap to clone: the text is shared (`Arc<str>`), and the parser shares one copy
+        /// between all events of a parse that carry the same id.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Wraps an identifier, refusing empty, over-long (> 256 bytes) or control-character ids.
             pub fn new(id: impl Into<String>) -> Result<Self, InvalidValue> {
                 let id = id.into();
-                if id.is_empty() || id.len() > 256 || has_control(&id) {
-                    Err(InvalidValue::Id(id))
+                if is_valid_id(&id) {
+                    Ok(Self(id.into()))
                 } else {
-                    Ok(Self(id))
+                    Err(InvalidValue::Id(id))
                 }
+            }
+
+            /// Wraps text already known to pass [`is_valid_id`], sharing it.
+            pub(crate) fn from_valid(id: Arc<str>) -> Self {
+                Self(id)
             }
 
             /// The identifier as written in the feed.
@@ -75,6 +83,12 @@ macro_rules! id_type {
             }
         }
 
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
@@ -82,6 +96,11 @@ macro_rules! id_type {
             }
         }
     };
+}
+
+/// The rule every id type applies: 1 to 256 bytes, no control characters.
+pub(crate) fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 256 && !has_control(id)
 }
 
 /// Whether `s` holds a control character (`char::is_control`: U+0000..=U+001F,

@@ -19,6 +19,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::marker::PhantomData;
@@ -30,8 +31,8 @@ use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, Vis
 use serde::Deserialize;
 
 use crate::event::{
-    Event, EventKind, InvalidValue, Location, OperatingPeriod, OrganizationId, PeriodId, Position,
-    VehicleId,
+    is_valid_id, Event, EventKind, InvalidValue, Location, OperatingPeriod, OrganizationId,
+    PeriodId, Position, VehicleId,
 };
 use crate::reject::{Reject, RejectReason};
 use crate::time::parse_timestamp;
@@ -304,7 +305,7 @@ fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64, hasher: &EventH
     let mut out = Parsed::default();
     let mut hashes = Vec::new();
     let mut seen = Seen::default();
-    let mut memo = Memo::default();
+    let mut memo = Memo::sharing_ids();
     for (number, line) in (first_line + 1..).zip(lines(bytes)) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -484,13 +485,31 @@ fn timestamp_of(s: &str, field: &'static str) -> Result<DateTime<Utc>, RejectRea
     })
 }
 
+/// Builds an id, sharing the text of an equal id seen earlier in the same parse.
 fn id<T>(
     v: Option<Text<'_>>,
     field: &'static str,
+    memo: &mut Memo,
     new: fn(String) -> Result<T, InvalidValue>,
+    from_valid: fn(Arc<str>) -> T,
 ) -> Result<T, RejectReason> {
-    new(required(v, field)?.into_owned())
-        .map_err(|error| RejectReason::InvalidValue { field, error })
+    let text = required(v, field)?;
+    match &mut memo.ids {
+        Some(ids) => {
+            if let Some(shared) = ids.get(&*text) {
+                return Ok(from_valid(shared.clone()));
+            }
+            if !is_valid_id(&text) {
+                // The same refusal, with the same message, as without sharing.
+                return new(text.into_owned())
+                    .map_err(|error| RejectReason::InvalidValue { field, error });
+            }
+            let shared: Arc<str> = text.into();
+            ids.insert(shared.clone());
+            Ok(from_valid(shared))
+        }
+        None => new(text.into_owned()).map_err(|error| RejectReason::InvalidValue { field, error }),
+    }
 }
 
 impl RawLocation<'_> {
@@ -528,15 +547,28 @@ impl RawLocation<'_> {
     }
 }
 
-/// The last envelope timestamp parsed, as written and as a value: the lines of one file
-/// mostly share their `at` (the time the batch was received), so most lines skip parsing it.
+/// What one parse remembers from line to line.
+///
+/// - The last envelope timestamp, as written and as a value: the lines of one file mostly
+///   share their `at` (the time the batch was received), so most lines skip parsing it.
+/// - When sharing ids (a whole-buffer parse), every valid id seen: a day names a few hundred
+///   vehicles and one organisation across tens of thousands of events, so each event then
+///   points at one shared copy instead of allocating its own.
 #[derive(Default)]
 struct Memo {
     text: String,
     value: Option<DateTime<Utc>>,
+    ids: Option<HashSet<Arc<str>, foldhash::fast::RandomState>>,
 }
 
 impl Memo {
+    fn sharing_ids() -> Self {
+        Self {
+            ids: Some(HashSet::default()),
+            ..Self::default()
+        }
+    }
+
     fn timestamp(&mut self, s: &str, field: &'static str) -> Result<DateTime<Utc>, RejectReason> {
         match self.value {
             Some(value) if self.text == s => Ok(value),
@@ -563,13 +595,25 @@ impl RawEvent<'_> {
         let at_text = required(self.at, "at")?;
         let at = memo.timestamp(&at_text, "at")?;
         let envelope = (&*at_text, at);
-        let organization_id = id(self.organization_id, "organization_id", OrganizationId::new)?;
+        let organization_id = id(
+            self.organization_id,
+            "organization_id",
+            memo,
+            OrganizationId::new,
+            OrganizationId::from_valid,
+        )?;
         let Some(Object(data)) = self.data else {
             return Err(RejectReason::MissingField { field: "data" });
         };
         let kind = match (&*on, &*verb) {
             ("vehicle", "register" | "update" | "deregister") => {
-                let vehicle = id(data.id, "data.id", VehicleId::new)?;
+                let vehicle = id(
+                    data.id,
+                    "data.id",
+                    memo,
+                    VehicleId::new,
+                    VehicleId::from_valid,
+                )?;
                 match &*verb {
                     "update" => {
                         let Some(Object(raw)) = data.location else {
@@ -597,7 +641,13 @@ impl RawEvent<'_> {
                 }
             }
             ("operating_period", "create" | "delete") => {
-                let id = id(data.id, "data.id", PeriodId::new)?;
+                let id = id(
+                    data.id,
+                    "data.id",
+                    memo,
+                    PeriodId::new,
+                    PeriodId::from_valid,
+                )?;
                 let start = timestamp(data.start, "data.start")?;
                 let finish = timestamp(data.finish, "data.finish")?;
                 let period = OperatingPeriod::new(id, start, finish).map_err(|error| {
@@ -825,6 +875,23 @@ mod tests {
         let merged = Parsed::merge(files.iter().map(|(n, b)| parse_bytes(n, b.as_bytes())));
         assert_eq!(parse_sources(&files), merged);
         assert_eq!(merged.events.len(), 131);
+    }
+
+    #[test]
+    fn a_parse_shares_equal_ids_and_refuses_bad_ones_as_parse_line_does() {
+        let bad = REGISTER.replace(r#""id":"v1""#, r#""id":"""#);
+        let input = format!("{REGISTER}\n{UPDATE}\n{bad}\n{CREATE}\n");
+        let p = parse_bytes("f", input.as_bytes());
+        let (a, b) = (&p.events[0].event, &p.events[1].event);
+        let vehicle = |e: &Event| e.kind.vehicle().map(|v| v.as_str().as_ptr());
+        assert_eq!(vehicle(a), vehicle(b));
+        assert!(std::ptr::eq(
+            a.organization_id.as_str(),
+            p.events[2].event.organization_id.as_str()
+        ));
+        assert_eq!(p.rejects.len(), 1);
+        assert_eq!(Err(p.rejects[0].reason.clone()), parse_line(bad.as_bytes()));
+        assert_eq!(p.events[0].event, parse_line(REGISTER.as_bytes()).unwrap());
     }
 
     #[test]
