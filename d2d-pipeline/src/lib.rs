@@ -5,5 +5,6 @@
 //! from `d2d-model`.
 
 pub mod error;
+pub mod store;
 
 pub use error::{Error, Result};
