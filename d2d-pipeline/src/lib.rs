@@ -5,6 +5,7 @@
 //! from `d2d-model`.
 
 pub mod error;
+pub mod lake;
 pub mod store;
 pub mod warehouse;
 

@@ -253,6 +253,16 @@ impl Store {
         }
     }
 
+    /// Would [`Store::copy_from`] copy from `src` to this store without the bytes passing
+    /// through this process?
+    pub fn copies_server_side_from(&self, src: &Store) -> bool {
+        match (&*src.backend, &*self.backend) {
+            (Backend::S3(from), Backend::S3(to)) => from.same_service(to),
+            (Backend::Local(_), Backend::Local(_)) => true,
+            _ => false,
+        }
+    }
+
     /// Size and SHA-256 of the object, computed from a streaming read (bounded memory).
     pub async fn sha256(&self, key: &str) -> Result<(u64, [u8; 32])> {
         let mut reader = self.get_reader(key).await?;
