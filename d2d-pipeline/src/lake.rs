@@ -30,6 +30,7 @@
 //! own `raw/dt=…` and `quarantine/dt=…` keys, so a store that serves as both landing and lake
 //! does not archive its archive.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -275,8 +276,18 @@ pub async fn archive_day(
         )));
     }
     let server_side = lake.copies_server_side_from(landing);
+    // One listing of the day's partition instead of a HEAD per file: what is already there.
+    let prefix = raw_prefix(day);
+    let in_lake: HashMap<String, u64> = lake
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let in_lake = &in_lake;
     for_each_file(objects, options, progress, |_, object| {
-        archive_one(landing, lake, day, object, server_side)
+        let existing = in_lake.get(&format!("{prefix}{}", object.key)).copied();
+        archive_one(landing, lake, day, object, existing, server_side)
     })
     .await
 }
@@ -286,6 +297,7 @@ async fn archive_one(
     lake: &Store,
     day: NaiveDate,
     object: &ObjectMeta,
+    existing_size: Option<u64>,
     server_side: bool,
 ) -> Result<ArchivedFile> {
     let lake_key = raw_key(day, &object.key);
@@ -294,7 +306,6 @@ async fn archive_one(
         lake_key: lake_key.clone(),
         detail,
     };
-    let existing = lake.head(&lake_key).await?;
     // Across services the bytes must pass through here anyway: read them once, hash and put
     // them. Within a service the landing object is hashed by a streaming read instead.
     let (landing_size, landing_sha, body) = if server_side {
@@ -310,9 +321,9 @@ async fn archive_one(
             object.size
         )));
     }
-    if let Some(existing) = existing.filter(|e| e.size == landing_size) {
-        let (_, lake_sha) = lake.sha256(&existing.key).await?;
-        if lake_sha == landing_sha {
+    if existing_size == Some(landing_size) {
+        let (lake_size, lake_sha) = lake.sha256(&lake_key).await?;
+        if (lake_size, lake_sha) == (landing_size, landing_sha) {
             return Ok(ArchivedFile {
                 landing_key: object.key.clone(),
                 lake_key,
