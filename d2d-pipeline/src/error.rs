@@ -104,6 +104,30 @@ pub enum Error {
         /// The landing day being loaded.
         day: chrono::NaiveDate,
     },
+
+    /// A daily run failed; `source` is the cause. The run is recorded as failed in
+    /// `etl.load_run` (when the database could be reached) and the warehouse is unchanged.
+    #[error("daily run of {day} failed while {phase}: {source}")]
+    Run {
+        /// The landing day.
+        day: chrono::NaiveDate,
+        /// Its id in `etl.load_run`, when it got that far.
+        run_id: Option<i64>,
+        /// What the run was doing (`archiving`, `loading`, ...).
+        phase: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The alert command could not be run or reported a failure.
+    #[error("alert command {command:?}: {detail}")]
+    Alert {
+        /// The command line.
+        command: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// `Result` with the pipeline's [`Error`].

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod lake;
+pub mod run;
 pub mod store;
 pub mod warehouse;
 
