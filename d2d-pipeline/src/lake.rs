@@ -285,7 +285,7 @@ pub async fn archive_day(
         .map(|o| (o.key, o.size))
         .collect();
     let in_lake = &in_lake;
-    for_each_file(objects, options, progress, |_, object| {
+    for_each_object(objects, options, progress, |_, object| {
         let existing = in_lake.get(&format!("{prefix}{}", object.key)).copied();
         archive_one(landing, lake, day, object, existing, server_side)
     })
@@ -387,7 +387,7 @@ pub async fn list_archived(
         original.map(|key| ObjectMeta { key, ..o })
     });
     let selected = select_day(originals, day);
-    for_each_file(&selected, options, progress, |_, object| async move {
+    for_each_object(&selected, options, progress, |_, object| async move {
         let lake_key = raw_key(day, &object.key);
         let (size, sha256) = lake.sha256(&lake_key).await?;
         if size != object.size {
@@ -444,7 +444,7 @@ pub async fn delete_landing(
             etag: f.landing_etag.clone(),
         })
         .collect();
-    let deleted = for_each_file(&metas, options, progress, |i, _| async move {
+    let deleted = for_each_object(&metas, options, progress, |i, _| async move {
         let file = &archived[i];
         let refuse = |detail: String| Error::Verify {
             landing_key: file.landing_key.clone(),
@@ -478,9 +478,23 @@ pub async fn delete_landing(
     Ok(deleted.into_iter().filter(|d| *d).count())
 }
 
-/// Runs `f` on every object with bounded concurrency, reports progress as each one finishes,
-/// and returns the results in the order of `objects`. Stops at the first error.
-async fn for_each_file<'a, T, F, Fut>(
+/// Runs `f(index, object)` on every object, at most `options.concurrency` at once, reports
+/// progress as each one finishes, and returns the results in the order of `objects`. Stops at
+/// the first error (objects in flight are abandoned; not yet started ones never start). The
+/// bulk steps of this module are built on it; it serves any per-object step (uploads, parses).
+///
+/// ```
+/// # async fn demo(store: &d2d_pipeline::store::Store) -> d2d_pipeline::Result<()> {
+/// use d2d_pipeline::lake::{for_each_object, no_progress, LakeOptions};
+/// let objects = store.list("data/").await?;
+/// let sizes = for_each_object(&objects, &LakeOptions::default(), &no_progress, |_, o| async move {
+///     Ok(store.get(&o.key).await?.len())
+/// })
+/// .await?;
+/// assert_eq!(sizes.len(), objects.len());
+/// # Ok(()) }
+/// ```
+pub async fn for_each_object<'a, T, F, Fut>(
     objects: &'a [ObjectMeta],
     options: &LakeOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),
@@ -757,7 +771,7 @@ mod tests {
             .collect();
         let seen = std::sync::Mutex::new(Vec::new());
         let report = |p: Progress<'_>| seen.lock().unwrap().push((p.files_done, p.bytes_done));
-        let out = for_each_file(
+        let out = for_each_object(
             &objects,
             &LakeOptions { concurrency: 7 },
             &report,
@@ -777,7 +791,7 @@ mod tests {
         let seen = seen.into_inner().unwrap();
         assert_eq!(seen.len(), 40);
         assert_eq!(seen.last(), Some(&(40, (0..40).sum())));
-        let failed = for_each_file(
+        let failed = for_each_object(
             &objects,
             &LakeOptions::default(),
             &no_progress,

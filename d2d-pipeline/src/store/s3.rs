@@ -5,7 +5,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::ProvideCredentials;
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::Client;
@@ -109,13 +109,13 @@ impl S3Store {
 
     fn error<E>(&self, op: &'static str, key: &str, err: SdkError<E>) -> Error
     where
-        E: std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         Error::S3 {
             url: self.url.clone(),
             key: key.to_owned(),
             op,
-            detail: DisplayErrorContext(&err).to_string(),
+            detail: describe(&err),
         }
     }
 
@@ -182,7 +182,7 @@ impl S3Store {
                 url: self.url.clone(),
                 key: key.to_owned(),
                 op: "get",
-                detail: DisplayErrorContext(&e).to_string(),
+                detail: chain(&e),
             })
     }
 
@@ -301,6 +301,40 @@ impl S3Store {
             }
         }
     }
+}
+
+/// The useful part of an SDK error: the service's code, message and HTTP status, or for a
+/// failure before any response (connection refused, timeout) its chain of causes. The SDK's
+/// own `Display` says only "service error", and `DisplayErrorContext` ends with the whole
+/// `Debug` dump of the raw response.
+fn describe<E>(err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let e = service.err();
+            match (e.code(), e.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                _ => format!("HTTP {status}"),
+            }
+        }
+        other => chain(other),
+    }
+}
+
+/// `err` and its causes, `: `-separated.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// ETags come quoted (`"abc…"`); the quotes are transport, not value.
