@@ -461,6 +461,10 @@ async fn steps(
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<RunReport> {
     let lake = Store::open_with(&config.lake, &config.store_options).await?;
+    // A lake folder is created on first use; a bucket is its owner's to create.
+    if !lake.is_s3() {
+        lake.create_if_missing().await?;
+    }
     let mut report = RunReport {
         day,
         run,
