@@ -702,3 +702,22 @@ async fn tls_modes_against_a_server_without_tls() {
         .to_string();
     assert!(err.contains("connect with TLS"), "{err}");
 }
+
+#[tokio::test]
+async fn concurrent_loads_of_two_days_are_serialised_and_both_land() {
+    let (d1, d2) = two_days();
+    let db = TestDb::create().await;
+    let mut a = fresh(&db).await;
+    let mut b = Warehouse::connect(&db.url).await.unwrap();
+    let ((_, r1), (_, r2)) = tokio::join!(
+        load(&mut a, day("2019-06-01"), &d1, LoadOptions::default()),
+        load(&mut b, day("2019-06-02"), &d2, LoadOptions::default()),
+    );
+    assert!(r1.rows.fact_vehicle_event > 0 && r2.rows.fact_vehicle_event > 0);
+
+    let sequential = TestDb::create().await;
+    let mut c = fresh(&sequential).await;
+    load(&mut c, day("2019-06-01"), &d1, LoadOptions::default()).await;
+    load(&mut c, day("2019-06-02"), &d2, LoadOptions::default()).await;
+    assert_eq!(checksums(&a).await, checksums(&c).await);
+}
