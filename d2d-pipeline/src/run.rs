@@ -153,7 +153,7 @@ impl Phase {
     /// What the run is doing in this phase, for messages: `archiving`, ...
     pub fn doing(&self) -> &'static str {
         match self {
-            Self::Setup => "setting up",
+            Self::Setup => "connecting to or recording in the warehouse",
             Self::List => "listing",
             Self::Archive => "archiving",
             Self::Load => "parsing and loading",

@@ -123,7 +123,9 @@ impl Warehouse {
         &self.client
     }
 
-    /// Applies the pending migrations (see [`migrate`](self::migrate)).
+    /// Applies the pending [`MIGRATIONS`] in one transaction, under an advisory lock (a
+    /// concurrent runner waits, then finds nothing to do). Refuses a database where an applied
+    /// migration's text changed, or that knows a version this build does not.
     pub async fn migrate(&mut self) -> Result<MigrationReport> {
         migrate::migrate(&mut self.client).await
     }
