@@ -7,5 +7,7 @@
 //! | crate | re-exported as | what it does |
 //! |---|---|---|
 //! | `d2d-model` | [`model`] | typed events, parsing with rejects, periods, tracks, distances, data checks; no IO |
+//! | `d2d-pipeline` | [`pipeline`] | IO: object stores (S3, local folder), the data lake, the PostgreSQL warehouse, the daily run |
 
 pub use d2d_model as model;
+pub use d2d_pipeline as pipeline;

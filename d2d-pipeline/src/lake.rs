@@ -1,0 +1,822 @@
+//! The data lake: one landing day's files kept unchanged, and the lines that were refused.
+//!
+//! Layout of the lake store (Hive-style partitions, readable by Athena, Trino, Spark, DuckDB):
+//!
+//! ```text
+//! raw/dt=2019-06-01/<original landing key>       byte-for-byte copies of the day's files
+//! quarantine/dt=2019-06-01/rejects.ndjson         that day's refused lines, one JSON object each
+//! ```
+//!
+//! # Which files belong to day D
+//!
+//! A landing file belongs to the day **written in its file name**
+//! (`YYYY-MM-DD-H-M-S-events.<ext>`, see [`d2d_model::landing::LandingName`]), whatever
+//! folder it sits in and whatever the timestamps of the events inside it. That name's clock is
+//! not UTC, so some events of day D's files fall on D+1 in UTC: a day's load is keyed by landing
+//! day and object key, never by event time. Objects whose names do not follow the pattern are
+//! never selected.
+//!
+//! How much of the landing store is *listed* to find them is set by a [`DayLayout`]:
+//!
+//! | layout | lists | fits |
+//! |---|---|---|
+//! | [`DayLayout::Scan`] (default) | every key of the store | any layout; cost grows with the store |
+//! | [`DayLayout::Nested`] `{ root: "data/resources/" }` | `data/resources/YYYY/MM/DD/` | the nested `…/YYYY/MM/DD/HH/MM/` layout |
+//! | [`DayLayout::Flat`] `{ dir: "data/" }` | `data/YYYY-MM-DD-` | the flat `data/YYYY-MM-DD-H-M-S-events.json` layout |
+//!
+//! Whatever was listed, [`select_day`] then keeps exactly the objects named for D, so a file
+//! of another day in D's folder is never taken. With a prefix layout a file of D filed under
+//! another day's folder is not seen; use `Scan` to find such strays. `Scan` skips the lake's
+//! own `raw/dt=…` and `quarantine/dt=…` keys, so a store that serves as both landing and lake
+//! does not archive its archive.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use d2d_model::landing::{landing_order, LandingName};
+use d2d_model::reject::Reject;
+use futures_util::stream::{self, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::store::{hex, CopyMethod, ObjectMeta, Store};
+
+/// Top-level folder of the archived landing files.
+pub const RAW_DIR: &str = "raw";
+/// Top-level folder of the refused lines.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// How to list a landing store for one day's files (see the module docs for the rule).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DayLayout {
+    /// List every key of the landing store and keep the day's by name.
+    #[default]
+    Scan,
+    /// Files of a day live under `{root}YYYY/MM/DD/` (any depth below).
+    Nested {
+        /// Key prefix above the date folders, e.g. `data/resources/` (or empty).
+        root: String,
+    },
+    /// Files live directly in `{dir}`, named `YYYY-MM-DD-…`.
+    Flat {
+        /// Key prefix of the folder, e.g. `data/` (or empty).
+        dir: String,
+    },
+}
+
+impl DayLayout {
+    /// The key prefix to list for `day`.
+    ///
+    /// ```
+    /// use d2d_pipeline::lake::DayLayout;
+    /// let day = "2019-06-01".parse().unwrap();
+    /// let nested: DayLayout = "nested:data/resources".parse().unwrap();
+    /// assert_eq!(nested.listing_prefix(day), "data/resources/2019/06/01/");
+    /// let flat: DayLayout = "flat:data/".parse().unwrap();
+    /// assert_eq!(flat.listing_prefix(day), "data/2019-06-01-");
+    /// assert_eq!(DayLayout::Scan.listing_prefix(day), "");
+    /// ```
+    pub fn listing_prefix(&self, day: NaiveDate) -> String {
+        match self {
+            Self::Scan => String::new(),
+            Self::Nested { root } => format!(
+                "{}{}",
+                folder(root),
+                d2d_model::landing::nested_day_prefix(day)
+            ),
+            Self::Flat { dir } => format!("{}{}-", folder(dir), day.format("%Y-%m-%d")),
+        }
+    }
+}
+
+/// `p` as a folder prefix: empty, or ending with exactly one `/`.
+fn folder(p: &str) -> String {
+    match p.trim_end_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    }
+}
+
+impl FromStr for DayLayout {
+    type Err = Error;
+
+    /// `scan`, `nested:<root>` (e.g. `nested:data/resources/`) or `flat:<dir>` (e.g.
+    /// `flat:data/`); the part after `:` may be empty.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once(':') {
+            None if s == "scan" => Ok(Self::Scan),
+            Some(("nested", root)) => Ok(Self::Nested { root: folder(root) }),
+            Some(("flat", dir)) => Ok(Self::Flat { dir: folder(dir) }),
+            _ => Err(Error::Config(format!(
+                "landing layout {s:?}: expected `scan`, `nested:<root>` or `flat:<dir>`"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for DayLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Scan => f.write_str("scan"),
+            Self::Nested { root } => write!(f, "nested:{root}"),
+            Self::Flat { dir } => write!(f, "flat:{dir}"),
+        }
+    }
+}
+
+/// Keeps exactly the objects whose file name carries the date `day`, in landing order (by the
+/// time in the name, numerically, then by key).
+pub fn select_day(
+    objects: impl IntoIterator<Item = ObjectMeta>,
+    day: NaiveDate,
+) -> Vec<ObjectMeta> {
+    let mut selected: Vec<ObjectMeta> = objects
+        .into_iter()
+        .filter(|o| LandingName::parse(&o.key).is_some_and(|n| n.date == day))
+        .collect();
+    selected.sort_by(|a, b| landing_order(&a.key, &b.key));
+    selected
+}
+
+/// Lists the landing objects of `day` (see the module docs for the rule), in landing order.
+pub async fn list_day(
+    landing: &Store,
+    day: NaiveDate,
+    layout: &DayLayout,
+) -> Result<Vec<ObjectMeta>> {
+    let listed = landing.list(&layout.listing_prefix(day)).await?;
+    let own = |key: &str| {
+        key.strip_prefix(RAW_DIR)
+            .or_else(|| key.strip_prefix(QUARANTINE_DIR))
+            .is_some_and(|rest| rest.starts_with("/dt="))
+    };
+    Ok(select_day(listed.into_iter().filter(|o| !own(&o.key)), day))
+}
+
+/// `raw/dt=YYYY-MM-DD/`: where the lake keeps the files of `day`.
+pub fn raw_prefix(day: NaiveDate) -> String {
+    format!("{RAW_DIR}/dt={}/", day.format("%Y-%m-%d"))
+}
+
+/// The lake key of landing object `landing_key` of `day`: `raw/dt=YYYY-MM-DD/<landing_key>`.
+pub fn raw_key(day: NaiveDate, landing_key: &str) -> String {
+    format!("{}{landing_key}", raw_prefix(day))
+}
+
+/// `quarantine/dt=YYYY-MM-DD/rejects.ndjson`: where the lake keeps the refused lines of `day`.
+pub fn quarantine_key(day: NaiveDate) -> String {
+    format!(
+        "{QUARANTINE_DIR}/dt={}/rejects.ndjson",
+        day.format("%Y-%m-%d")
+    )
+}
+
+/// What archiving did for one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveAction {
+    /// The object was copied into the lake (and verified).
+    Copied(CopyMethod),
+    /// The lake already held an identical object (same size and SHA-256): nothing written.
+    AlreadyArchived,
+    /// Rebuilt from the lake alone ([`list_archived`]); the landing object was not consulted.
+    FromLake,
+}
+
+/// One archived landing file: a row of the run's file manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedFile {
+    /// Key in the landing store (the original key, also the lineage key of its events).
+    pub landing_key: String,
+    /// Key in the lake store: `raw/dt=D/<landing_key>`.
+    pub lake_key: String,
+    /// Size in bytes (equal in landing and lake).
+    pub size: u64,
+    /// SHA-256 of the bytes read back from the lake (equal to the landing object's).
+    pub sha256: [u8; 32],
+    /// The landing object's version tag when it was archived; `None` when rebuilt from the
+    /// lake. [`delete_landing`] refuses to delete a landing object whose tag has changed.
+    pub landing_etag: Option<String>,
+    /// What archiving did.
+    pub action: ArchiveAction,
+}
+
+impl ArchivedFile {
+    /// The SHA-256 as 64 lower-case hex digits.
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256)
+    }
+}
+
+/// Where a bulk step is, reported after each file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    /// Files finished so far (this one included).
+    pub files_done: usize,
+    /// Files in the step.
+    pub files_total: usize,
+    /// Bytes of the finished files.
+    pub bytes_done: u64,
+    /// Bytes of all files of the step (as listed).
+    pub bytes_total: u64,
+    /// The file just finished.
+    pub key: &'a str,
+}
+
+/// A progress callback that ignores every report.
+pub fn no_progress(_: Progress<'_>) {}
+
+/// Settings of the bulk lake steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LakeOptions {
+    /// Files in flight at once (at least 1). Each holds at most one object in memory (when
+    /// copying between different services) plus a 64 KiB read buffer.
+    pub concurrency: usize,
+}
+
+impl Default for LakeOptions {
+    fn default() -> Self {
+        Self { concurrency: 16 }
+    }
+}
+
+/// Archives the landing objects of `day` into the lake: each is copied byte-for-byte to
+/// [`raw_key`] (server-side when both stores are on the same service), read back, and
+/// verified: the lake object's size and SHA-256 must equal the landing object's (and the
+/// listed size). Returns one [`ArchivedFile`] per object, in landing order; fails on the first
+/// error, naming the key. Up to `options.concurrency` files are in flight; `progress` hears of
+/// each finished file.
+///
+/// Re-running is safe: an identical lake object is left as it is ([`ArchiveAction::AlreadyArchived`]).
+/// A *different* object already at the lake key is overwritten, because for a landing run the
+/// landing store is the source of truth (a late rewrite of a landing file replaces its
+/// archive); a warning is logged.
+///
+/// Every object must be named for `day` (as [`list_day`] returns them); anything else is a
+/// [`Error::Config`] and nothing is copied.
+pub async fn archive_day(
+    landing: &Store,
+    lake: &Store,
+    day: NaiveDate,
+    objects: &[ObjectMeta],
+    options: &LakeOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<Vec<ArchivedFile>> {
+    if let Some(stray) = objects
+        .iter()
+        .find(|o| LandingName::parse(&o.key).is_none_or(|n| n.date != day))
+    {
+        return Err(Error::Config(format!(
+            "{}: {:?} is not a landing file of {day}; refusing to archive it under {}",
+            landing.url(),
+            stray.key,
+            raw_prefix(day)
+        )));
+    }
+    let server_side = lake.copies_server_side_from(landing);
+    // One listing of the day's partition instead of a HEAD per file: what is already there.
+    let prefix = raw_prefix(day);
+    let in_lake: HashMap<String, u64> = lake
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let in_lake = &in_lake;
+    for_each_object(objects, options, progress, |_, object| {
+        let existing = in_lake.get(&format!("{prefix}{}", object.key)).copied();
+        archive_one(landing, lake, day, object, existing, server_side)
+    })
+    .await
+}
+
+async fn archive_one(
+    landing: &Store,
+    lake: &Store,
+    day: NaiveDate,
+    object: &ObjectMeta,
+    existing_size: Option<u64>,
+    server_side: bool,
+) -> Result<ArchivedFile> {
+    let lake_key = raw_key(day, &object.key);
+    let verify_error = |detail: String| Error::Verify {
+        landing_key: object.key.clone(),
+        lake_key: lake_key.clone(),
+        detail,
+    };
+    // Across services the bytes must pass through here anyway: read them once, hash and put
+    // them. Within a service the landing object is hashed by a streaming read instead.
+    let (landing_size, landing_sha, body) = if server_side {
+        let (size, sha) = landing.sha256(&object.key).await?;
+        (size, sha, None)
+    } else {
+        let bytes = landing.get(&object.key).await?;
+        (bytes.len() as u64, sha256(&bytes), Some(bytes))
+    };
+    if landing_size != object.size {
+        return Err(verify_error(format!(
+            "the landing object changed while being archived: listed with {} bytes, read {landing_size}",
+            object.size
+        )));
+    }
+    if existing_size == Some(landing_size) {
+        let (lake_size, lake_sha) = lake.sha256(&lake_key).await?;
+        if (lake_size, lake_sha) == (landing_size, landing_sha) {
+            return Ok(ArchivedFile {
+                landing_key: object.key.clone(),
+                lake_key,
+                size: landing_size,
+                sha256: landing_sha,
+                landing_etag: object.etag.clone(),
+                action: ArchiveAction::AlreadyArchived,
+            });
+        }
+        tracing::warn!(
+            lake_key,
+            "the lake held a different object of the same size; replacing it with the landing object"
+        );
+    }
+    let method = match body {
+        Some(bytes) => {
+            lake.put(&lake_key, bytes).await?;
+            CopyMethod::GetPut
+        }
+        None => lake.copy_from(landing, &object.key, &lake_key).await?,
+    };
+    let (lake_size, lake_sha) = lake.sha256(&lake_key).await?;
+    if (lake_size, lake_sha) != (landing_size, landing_sha) {
+        return Err(verify_error(format!(
+            "the lake copy has {lake_size} bytes with SHA-256 {}, the landing object {landing_size} bytes with SHA-256 {}",
+            hex(&lake_sha),
+            hex(&landing_sha)
+        )));
+    }
+    Ok(ArchivedFile {
+        landing_key: object.key.clone(),
+        lake_key,
+        size: lake_size,
+        sha256: lake_sha,
+        landing_etag: object.etag.clone(),
+        action: ArchiveAction::Copied(method),
+    })
+}
+
+/// Rebuilds the archived file list of `day` from the lake alone (for `--from-lake`, when the
+/// landing files may be gone): lists [`raw_prefix`], keeps the files named for `day` (others
+/// are logged and skipped), and reads each one for its size and SHA-256. Same keys, sizes and
+/// checksums as [`archive_day`] returned, in landing order, with [`ArchiveAction::FromLake`].
+pub async fn list_archived(
+    lake: &Store,
+    day: NaiveDate,
+    options: &LakeOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<Vec<ArchivedFile>> {
+    let prefix = raw_prefix(day);
+    let listed = lake.list(&prefix).await?;
+    // Selection works on the original keys, so the landing-day rule applies unchanged.
+    let originals = listed.into_iter().filter_map(|o| {
+        let original = o.key.strip_prefix(&prefix).map(str::to_owned);
+        if original.is_none() || LandingName::parse(&o.key).is_none_or(|n| n.date != day) {
+            tracing::warn!(
+                key = o.key,
+                "not a landing file of {day}; not part of the day"
+            );
+        }
+        original.map(|key| ObjectMeta { key, ..o })
+    });
+    let selected = select_day(originals, day);
+    for_each_object(&selected, options, progress, |_, object| async move {
+        let lake_key = raw_key(day, &object.key);
+        let (size, sha256) = lake.sha256(&lake_key).await?;
+        if size != object.size {
+            return Err(Error::Verify {
+                landing_key: object.key.clone(),
+                lake_key,
+                detail: format!(
+                    "listed with {} bytes, read {size}: changed while being read",
+                    object.size
+                ),
+            });
+        }
+        Ok(ArchivedFile {
+            landing_key: object.key.clone(),
+            lake_key,
+            size,
+            sha256,
+            landing_etag: None,
+            action: ArchiveAction::FromLake,
+        })
+    })
+    .await
+}
+
+/// For `--move`: deletes the landing objects of `archived`, which [`archive_day`] verified.
+/// Before each deletion it checks again that the lake copy is there with the archived size and
+/// that the landing object still has the size and version tag it had when archived; a landing
+/// object rewritten since is **not** deleted (a [`Error::Verify`] names it). Objects already
+/// gone are skipped. Files rebuilt from the lake ([`ArchiveAction::FromLake`]) were never
+/// compared with landing, so they are refused with [`Error::Config`] before anything is deleted.
+/// Returns how many objects were deleted.
+pub async fn delete_landing(
+    landing: &Store,
+    lake: &Store,
+    archived: &[ArchivedFile],
+    options: &LakeOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<usize> {
+    if let Some(f) = archived
+        .iter()
+        .find(|f| f.action == ArchiveAction::FromLake)
+    {
+        return Err(Error::Config(format!(
+            "{:?} was rebuilt from the lake, not archived from {}: it cannot be moved",
+            f.landing_key,
+            landing.url()
+        )));
+    }
+    let metas: Vec<ObjectMeta> = archived
+        .iter()
+        .map(|f| ObjectMeta {
+            key: f.landing_key.clone(),
+            size: f.size,
+            etag: f.landing_etag.clone(),
+        })
+        .collect();
+    let deleted = for_each_object(&metas, options, progress, |i, _| async move {
+        let file = &archived[i];
+        let refuse = |detail: String| Error::Verify {
+            landing_key: file.landing_key.clone(),
+            lake_key: file.lake_key.clone(),
+            detail: format!("{detail}; the landing object was not deleted"),
+        };
+        match lake.head(&file.lake_key).await? {
+            Some(m) if m.size == file.size => {}
+            Some(m) => {
+                return Err(refuse(format!(
+                    "the lake copy now has {} bytes, {} when archived",
+                    m.size, file.size
+                )))
+            }
+            None => return Err(refuse("the lake copy is gone".into())),
+        }
+        let Some(now) = landing.head(&file.landing_key).await? else {
+            return Ok(false);
+        };
+        let tag_changed = matches!((&now.etag, &file.landing_etag), (Some(a), Some(b)) if a != b);
+        if now.size != file.size || tag_changed {
+            return Err(refuse(format!(
+                "it changed since it was archived ({} bytes, tag {:?}; archived {} bytes, tag {:?})",
+                now.size, now.etag, file.size, file.landing_etag
+            )));
+        }
+        landing.delete(&file.landing_key).await?;
+        Ok(true)
+    })
+    .await?;
+    Ok(deleted.into_iter().filter(|d| *d).count())
+}
+
+/// Runs `f(index, object)` on every object, at most `options.concurrency` at once, reports
+/// progress as each one finishes, and returns the results in the order of `objects`. Stops at
+/// the first error (objects in flight are abandoned; not yet started ones never start). The
+/// bulk steps of this module are built on it; it serves any per-object step (uploads, parses).
+///
+/// ```
+/// # async fn demo(store: &d2d_pipeline::store::Store) -> d2d_pipeline::Result<()> {
+/// use d2d_pipeline::lake::{for_each_object, no_progress, LakeOptions};
+/// let objects = store.list("data/").await?;
+/// let sizes = for_each_object(&objects, &LakeOptions::default(), &no_progress, |_, o| async move {
+///     Ok(store.get(&o.key).await?.len())
+/// })
+/// .await?;
+/// assert_eq!(sizes.len(), objects.len());
+/// # Ok(()) }
+/// ```
+pub async fn for_each_object<'a, T, F, Fut>(
+    objects: &'a [ObjectMeta],
+    options: &LakeOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+    f: F,
+) -> Result<Vec<T>>
+where
+    F: Fn(usize, &'a ObjectMeta) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let files_total = objects.len();
+    let bytes_total = objects.iter().map(|o| o.size).sum();
+    let mut results: Vec<Option<T>> = std::iter::repeat_with(|| None).take(files_total).collect();
+    let mut bytes_done = 0;
+    let mut files_done = 0;
+    // The futures are made up front (they do nothing until polled): a closure inside the
+    // stream would make the returned future lose `Send` (rustc's higher-ranked lifetime
+    // limitation), and callers spawn it.
+    let pending: Vec<_> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, object)| {
+            let fut = f(i, object);
+            async move { (i, fut.await) }
+        })
+        .collect();
+    let mut running = stream::iter(pending).buffer_unordered(options.concurrency.max(1));
+    while let Some((i, result)) = running.next().await {
+        let object = &objects[i];
+        results[i] = Some(result?);
+        files_done += 1;
+        bytes_done += object.size;
+        progress(Progress {
+            files_done,
+            files_total,
+            bytes_done,
+            bytes_total,
+            key: &object.key,
+        });
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The refused lines of one day, gathered as NDJSON for `quarantine/dt=D/rejects.ndjson`.
+///
+/// Each line is one JSON object: `source` (object key), `line` (1-based), `code` (stable, e.g.
+/// `missing_field`), `field` (dotted path or `null`), `reason` (the message), `raw` (the line as
+/// text, invalid UTF-8 replaced by U+FFFD) and, only when the line is not valid UTF-8,
+/// `raw_hex` (its exact bytes).
+///
+/// ```
+/// use d2d_pipeline::lake::Quarantine;
+/// let parsed = d2d_model::parse::parse_bytes("data/2019-06-01-9-5-0-events.json", b"{not json\n");
+/// let mut q = Quarantine::new("2019-06-01".parse().unwrap());
+/// q.extend(&parsed.rejects);
+/// assert_eq!(q.len(), 1);
+/// assert!(std::str::from_utf8(q.ndjson()).unwrap().contains(r#""code":"invalid_json""#));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Quarantine {
+    day: NaiveDate,
+    ndjson: Vec<u8>,
+    count: u64,
+}
+
+/// What [`Quarantine::write`] left in the lake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineFile {
+    /// The lake key ([`quarantine_key`]).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Refused lines in it.
+    pub rejects: u64,
+}
+
+impl Quarantine {
+    /// An empty quarantine for `day`.
+    pub fn new(day: NaiveDate) -> Self {
+        Self {
+            day,
+            ndjson: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Adds one refused line.
+    pub fn push(&mut self, reject: &Reject) {
+        let mut line = serde_json::json!({
+            "source": &*reject.source,
+            "line": reject.line,
+            "code": reject.reason.code(),
+            "field": reject.reason.field(),
+            "reason": reject.reason.to_string(),
+            "raw": String::from_utf8_lossy(&reject.raw),
+        });
+        if std::str::from_utf8(&reject.raw).is_err() {
+            line["raw_hex"] = serde_json::Value::String(hex(&reject.raw));
+        }
+        // A `Value` always serialises; its `Display` is compact JSON on one line.
+        self.ndjson.extend_from_slice(line.to_string().as_bytes());
+        self.ndjson.push(b'\n');
+        self.count += 1;
+    }
+
+    /// Adds refused lines.
+    pub fn extend<'a>(&mut self, rejects: impl IntoIterator<Item = &'a Reject>) {
+        for r in rejects {
+            self.push(r);
+        }
+    }
+
+    /// Refused lines gathered.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// No refused line?
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The NDJSON gathered so far.
+    pub fn ndjson(&self) -> &[u8] {
+        &self.ndjson
+    }
+
+    /// Replaces the day's quarantine file in `lake` with these rejects, so re-runs are
+    /// idempotent; with none, deletes any file an earlier run left and returns `None`.
+    pub async fn write(self, lake: &Store) -> Result<Option<QuarantineFile>> {
+        let key = quarantine_key(self.day);
+        if self.count == 0 {
+            lake.delete(&key).await?;
+            return Ok(None);
+        }
+        let size = self.ndjson.len() as u64;
+        lake.put(&key, Bytes::from(self.ndjson)).await?;
+        Ok(Some(QuarantineFile {
+            key,
+            size,
+            rejects: self.count,
+        }))
+    }
+}
+
+/// Writes (or, with no rejects, removes) the quarantine file of `day`: see [`Quarantine`].
+pub async fn write_quarantine<'a>(
+    lake: &Store,
+    day: NaiveDate,
+    rejects: impl IntoIterator<Item = &'a Reject>,
+) -> Result<Option<QuarantineFile>> {
+    let mut q = Quarantine::new(day);
+    q.extend(rejects);
+    q.write(lake).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn obj(key: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size: 1,
+            etag: None,
+        }
+    }
+
+    fn day() -> NaiveDate {
+        "2019-06-01".parse().unwrap()
+    }
+
+    #[test]
+    fn selects_exactly_the_day_in_landing_order() {
+        let listed = [
+            "data/resources/2019/06/01/15/17/2019-06-01-15-17-10-events.txt",
+            "data/resources/2019/06/01/15/17/2019-06-01-15-17-9-events.txt",
+            // Neighbouring days, also one misfiled under the day's folder.
+            "data/resources/2019/06/01/23/59/2019-05-31-23-59-59-events.txt",
+            "data/resources/2019/06/02/00/00/2019-06-02-0-0-0-events.txt",
+            // Flat layout, other extension.
+            "data/2019-06-01-0-0-0-events.json",
+            // Not landing names.
+            "data/resources/2019/06/01/README.md",
+            "data/2019-06-01-events.txt",
+            "data/2019-06-01-15-17-10-events",
+            "data/2019-06-01-15-17-10-notes.txt",
+            "data/2019-06-01-25-0-0-events.txt",
+        ];
+        let keys: Vec<String> = select_day(listed.iter().map(|k| obj(k)), day())
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "data/2019-06-01-0-0-0-events.json",
+                "data/resources/2019/06/01/15/17/2019-06-01-15-17-9-events.txt",
+                "data/resources/2019/06/01/15/17/2019-06-01-15-17-10-events.txt",
+            ]
+        );
+    }
+
+    #[test]
+    fn layouts_parse_and_name_their_prefix() {
+        let cases = [
+            ("scan", ""),
+            ("nested:data/resources/", "data/resources/2019/06/01/"),
+            ("nested:data/resources", "data/resources/2019/06/01/"),
+            ("nested:", "2019/06/01/"),
+            ("flat:data", "data/2019-06-01-"),
+            ("flat:", "2019-06-01-"),
+        ];
+        for (text, prefix) in cases {
+            let layout: DayLayout = text.parse().unwrap();
+            assert_eq!(layout.listing_prefix(day()), prefix, "{text}");
+            assert_eq!(layout.to_string().parse::<DayLayout>().unwrap(), layout);
+        }
+        for bad in ["", "nested", "deep:data/", "scan:x"] {
+            assert!(bad.parse::<DayLayout>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lake_keys_are_hive_partitions() {
+        assert_eq!(
+            raw_key(day(), "data/2019-06-01-0-0-0-events.json"),
+            "raw/dt=2019-06-01/data/2019-06-01-0-0-0-events.json"
+        );
+        assert_eq!(
+            quarantine_key(day()),
+            "quarantine/dt=2019-06-01/rejects.ndjson"
+        );
+    }
+
+    #[test]
+    fn quarantine_lines_keep_the_raw_bytes() {
+        let input = b"{\"event\":1}\n\xff\xfe bad\n\n";
+        let parsed = d2d_model::parse::parse_bytes("data/x.json", input);
+        assert_eq!(parsed.rejects.len(), 2);
+        let mut q = Quarantine::new(day());
+        q.extend(&parsed.rejects);
+        let lines: Vec<serde_json::Value> = q
+            .ndjson()
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["source"], "data/x.json");
+        assert_eq!(lines[0]["line"], 1);
+        assert_eq!(lines[0]["raw"], "{\"event\":1}");
+        assert!(lines[0].get("raw_hex").is_none());
+        assert_eq!(lines[0]["code"], parsed.rejects[0].reason.code());
+        assert_eq!(lines[0]["reason"], parsed.rejects[0].reason.to_string());
+        assert_eq!(lines[1]["line"], 2);
+        assert_eq!(lines[1]["code"], "invalid_utf8");
+        assert_eq!(lines[1]["raw"], "\u{fffd}\u{fffd} bad");
+        assert_eq!(lines[1]["raw_hex"], "fffe20626164");
+    }
+
+    #[tokio::test]
+    async fn bulk_steps_keep_order_and_report_progress() {
+        let objects: Vec<ObjectMeta> = (0..40)
+            .map(|i| ObjectMeta {
+                key: format!("k{i:02}"),
+                size: i,
+                etag: None,
+            })
+            .collect();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let report = |p: Progress<'_>| seen.lock().unwrap().push((p.files_done, p.bytes_done));
+        let out = for_each_object(
+            &objects,
+            &LakeOptions { concurrency: 7 },
+            &report,
+            |_, o| async move {
+                // Finish out of order on purpose.
+                tokio::task::yield_now().await;
+                if o.size % 3 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                Ok(o.key.clone())
+            },
+        )
+        .await
+        .unwrap();
+        let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(out, keys);
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.len(), 40);
+        assert_eq!(seen.last(), Some(&(40, (0..40).sum())));
+        let failed = for_each_object(
+            &objects,
+            &LakeOptions::default(),
+            &no_progress,
+            |_, o| async move {
+                if o.key == "k13" {
+                    Err(Error::Config("boom".into()))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        assert!(matches!(failed, Err(Error::Config(m)) if m == "boom"));
+    }
+
+    #[test]
+    fn archiving_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let store = Store::local("/nonexistent");
+        let options = LakeOptions::default();
+        let fut = archive_day(&store, &store, day(), &[], &options, &no_progress);
+        assert_send(&fut);
+        let fut = list_archived(&store, day(), &options, &no_progress);
+        assert_send(&fut);
+        let fut = delete_landing(&store, &store, &[], &options, &no_progress);
+        assert_send(&fut);
+    }
+}

@@ -1,0 +1,818 @@
+//! The daily run: one landing day from the landing store, through the lake, into the warehouse.
+//!
+//! For day D, [`run_day`]:
+//!
+//! 1. records the run as `running` in `etl.load_run` (applying pending migrations first);
+//! 2. **lists** the landing objects of D ([`lake::list_day`]: the date in the file name decides);
+//! 3. **archives** each one to `raw/dt=D/<key>` in the lake, verified by size and SHA-256
+//!    ([`lake::archive_day`]), and records the file manifest; with `from_lake` both steps are
+//!    replaced by listing and checksumming `raw/dt=D/` ([`lake::list_archived`]);
+//! 4. **parses** the archived copies (read back from the lake, checked against the manifest's
+//!    SHA-256) in batches, files in parallel on rayon's threads, and streams each batch's rows
+//!    into staging with binary COPY, so memory is bounded by the batch, not the day;
+//! 5. writes the day's refused lines to `quarantine/dt=D/rejects.ndjson` (replacing any earlier
+//!    file), then **merges** (`CALL dwh.merge_day`) and commits: one transaction from the first
+//!    COPY to the commit, so a failure leaves the warehouse as it was;
+//! 6. with `move_landing`, deletes the landing objects (only now: archive verified and load
+//!    committed);
+//! 7. closes the run record as `succeeded`, or `failed` with the error.
+//!
+//! Running a day again gives the same warehouse; late files are picked up and files gone from
+//! the day's sources disappear from it (the warehouse is keyed by landing day and object).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use d2d_model::parse::Parsed;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::lake::{self, ArchiveAction, ArchivedFile, DayLayout, LakeOptions, Quarantine};
+use crate::store::{CopyMethod, Store, StoreOptions};
+use crate::warehouse::{
+    LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus, Warehouse,
+};
+
+/// Everything a run needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    /// The landing store: `s3://bucket/prefix` or a folder.
+    pub landing: String,
+    /// The lake store: `s3://bucket/prefix` or a folder.
+    pub lake: String,
+    /// libpq URL of the warehouse (see [`crate::warehouse::DatabaseUrl`] for TLS).
+    pub database_url: String,
+    /// How to list the landing store for one day.
+    pub layout: DayLayout,
+    /// Rebuild from the lake alone; the landing store is not read.
+    pub from_lake: bool,
+    /// Delete the landing objects after a verified archive and a committed load.
+    pub move_landing: bool,
+    /// Treat a day without files as a success (loads nothing, so it also removes what an
+    /// earlier load of the day put in the warehouse); by default it is an error, since it
+    /// usually means a wrong date, store or layout.
+    pub allow_empty: bool,
+    /// The distance rule and other load settings.
+    pub load: LoadOptions,
+    /// Concurrency of the lake steps (and of reading files to parse).
+    pub lake_options: LakeOptions,
+    /// How to reach S3.
+    pub store_options: StoreOptions,
+    /// Files parsed together (one rayon batch).
+    pub batch_files: usize,
+    /// Bytes parsed together at most (a single larger file still forms its own batch).
+    pub batch_bytes: u64,
+}
+
+impl RunConfig {
+    /// A configuration with the defaults: scan listing, no move, no speed filter,
+    /// 64 files or 64 MiB per parse batch, S3 settings from the environment.
+    pub fn new(
+        landing: impl Into<String>,
+        lake: impl Into<String>,
+        database_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            landing: landing.into(),
+            lake: lake.into(),
+            database_url: database_url.into(),
+            layout: DayLayout::default(),
+            from_lake: false,
+            move_landing: false,
+            allow_empty: false,
+            load: LoadOptions::default(),
+            lake_options: LakeOptions::default(),
+            store_options: StoreOptions::from_env(),
+            batch_files: 64,
+            batch_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.from_lake && self.move_landing {
+            return Err(Error::Config(
+                "--move needs files archived from landing in this run; it cannot be combined with --from-lake".into(),
+            ));
+        }
+        if self.batch_files == 0 || self.batch_bytes == 0 {
+            return Err(Error::Config(
+                "parse batches must hold at least one file".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A step of the run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Connecting, migrating, recording the run.
+    Setup,
+    /// Listing the day's landing objects (or, from the lake, listing and checksumming them).
+    List,
+    /// Copying to the lake and verifying.
+    Archive,
+    /// Reading, parsing and copying into staging.
+    Load,
+    /// Writing the refused lines to the lake.
+    Quarantine,
+    /// `CALL dwh.merge_day` and commit.
+    Merge,
+    /// Deleting landing objects (`--move`).
+    Cleanup,
+}
+
+impl Phase {
+    /// Every phase, in run order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Setup,
+        Phase::List,
+        Phase::Archive,
+        Phase::Load,
+        Phase::Quarantine,
+        Phase::Merge,
+        Phase::Cleanup,
+    ];
+
+    /// Short name: `setup`, `list`, `archive`, `load`, `quarantine`, `merge`, `cleanup`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Setup => "setup",
+            Self::List => "list",
+            Self::Archive => "archive",
+            Self::Load => "load",
+            Self::Quarantine => "quarantine",
+            Self::Merge => "merge",
+            Self::Cleanup => "cleanup",
+        }
+    }
+
+    /// What the run is doing in this phase, for messages: `archiving`, ...
+    pub fn doing(&self) -> &'static str {
+        match self {
+            Self::Setup => "connecting to or recording in the warehouse",
+            Self::List => "listing",
+            Self::Archive => "archiving",
+            Self::Load => "parsing and loading",
+            Self::Quarantine => "writing the quarantine",
+            Self::Merge => "merging",
+            Self::Cleanup => "deleting landing objects",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a run reports while it works, for progress bars and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent<'a> {
+    /// The run of `day` is recorded as `run`.
+    DayStarted {
+        /// The landing day.
+        day: NaiveDate,
+        /// Its id in `etl.load_run`.
+        run: RunId,
+    },
+    /// A phase begins; totals are 0 when not known in advance.
+    PhaseStarted {
+        /// Which.
+        phase: Phase,
+        /// Files it will handle.
+        files: u64,
+        /// Bytes it will handle.
+        bytes: u64,
+    },
+    /// A phase finished some files.
+    Progress {
+        /// Which.
+        phase: Phase,
+        /// Files done so far.
+        files_done: u64,
+        /// Files in the phase.
+        files_total: u64,
+        /// Bytes done so far.
+        bytes_done: u64,
+        /// Bytes in the phase.
+        bytes_total: u64,
+        /// The last file finished.
+        key: &'a str,
+    },
+    /// A phase is over.
+    PhaseFinished {
+        /// Which.
+        phase: Phase,
+        /// How long it took.
+        elapsed: Duration,
+    },
+}
+
+/// A progress callback that ignores every event.
+pub fn no_events(_: &RunEvent<'_>) {}
+
+/// What a successful run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    /// The landing day.
+    pub day: NaiveDate,
+    /// Its id in `etl.load_run`.
+    pub run: RunId,
+    /// Rebuilt from the lake.
+    pub from_lake: bool,
+    /// Files, bytes, lines, events, duplicates, rejects, rows written per table.
+    pub counts: RunCounts,
+    /// Time per phase.
+    pub phases: PhaseTimes,
+    /// Files copied to the lake inside the storage service.
+    pub copied_server_side: u64,
+    /// Files copied to the lake through this process.
+    pub copied_through: u64,
+    /// Files the lake already held, identical.
+    pub already_archived: u64,
+    /// The quarantine object written, if there were rejects.
+    pub quarantine: Option<lake::QuarantineFile>,
+    /// Landing objects deleted (`--move`).
+    pub landing_deleted: u64,
+}
+
+/// Runs landing day `day`; see the module documentation. Progress goes to `events`.
+///
+/// On failure the returned [`Error::Run`] names the day, the run id (when the run could be
+/// recorded) and the phase; the run is recorded as failed with the error text.
+pub async fn run_day(
+    config: &RunConfig,
+    day: NaiveDate,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<RunReport> {
+    let mut wh = connect(config, day).await?;
+    run_day_on(&mut wh, config, day, events).await
+}
+
+/// Runs the days `from..=to` in order, each as its own run; stops at the first failure.
+pub async fn run_days(
+    config: &RunConfig,
+    from: NaiveDate,
+    to: NaiveDate,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<Vec<RunReport>> {
+    if to < from {
+        return Err(Error::Config(format!(
+            "back-fill range {from} .. {to} is empty (--to before --from)"
+        )));
+    }
+    let mut wh = connect(config, from).await?;
+    let mut reports = Vec::new();
+    for day in from.iter_days().take_while(|d| *d <= to) {
+        reports.push(run_day_on(&mut wh, config, day, events).await?);
+    }
+    Ok(reports)
+}
+
+async fn connect(config: &RunConfig, day: NaiveDate) -> Result<Warehouse> {
+    let setup = |source| Error::Run {
+        day,
+        run_id: None,
+        phase: Phase::Setup.doing(),
+        source: Box::new(source),
+    };
+    config.check().map_err(setup)?;
+    let mut wh = Warehouse::connect(&config.database_url)
+        .await
+        .map_err(setup)?;
+    // A database without the schema (or behind this build) is brought up to date; one that is
+    // current is only read, so a loader role without DDL rights can run the job.
+    if !wh.pending_migrations().await.map_err(setup)?.is_empty() {
+        let report = wh.migrate().await.map_err(setup)?;
+        tracing::info!(applied = ?report.applied, "applied warehouse migrations");
+    }
+    Ok(wh)
+}
+
+/// What a run has gathered so far, kept apart so that a failure still reports it.
+struct Progress {
+    phase: Phase,
+    counts: RunCounts,
+    phases: PhaseTimes,
+}
+
+async fn run_day_on(
+    wh: &mut Warehouse,
+    config: &RunConfig,
+    day: NaiveDate,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<RunReport> {
+    let started = Instant::now();
+    let start = RunStart {
+        day,
+        from_lake: config.from_lake,
+        move_landing: config.move_landing,
+        landing: (!config.from_lake).then(|| config.landing.clone()),
+        lake: Some(config.lake.clone()),
+    };
+    let run = wh.start_run(&start).await.map_err(|source| Error::Run {
+        day,
+        run_id: None,
+        phase: Phase::Setup.doing(),
+        source: Box::new(source),
+    })?;
+    tracing::info!(%day, run = run.0, from_lake = config.from_lake, "run started");
+    events(&RunEvent::DayStarted { day, run });
+    let mut progress = Progress {
+        phase: Phase::Setup,
+        counts: RunCounts::default(),
+        phases: PhaseTimes::default(),
+    };
+    let result = steps(wh, config, day, run, &mut progress, events).await;
+    progress.phases.total = started.elapsed();
+    match result {
+        Ok(mut report) => {
+            report.phases = progress.phases;
+            report.counts = progress.counts;
+            wh.finish_run(
+                run,
+                RunStatus::Succeeded,
+                &report.counts,
+                &report.phases,
+                None,
+            )
+            .await
+            .map_err(|source| Error::Run {
+                day,
+                run_id: Some(run.0),
+                phase: Phase::Setup.doing(),
+                source: Box::new(source),
+            })?;
+            tracing::info!(
+                %day,
+                run = run.0,
+                files = report.counts.files,
+                events = report.counts.events,
+                rejects = report.counts.rejects,
+                total_ms = report.phases.total.as_millis() as u64,
+                "run succeeded"
+            );
+            Ok(report)
+        }
+        Err(source) => {
+            let error = Error::Run {
+                day,
+                run_id: Some(run.0),
+                phase: progress.phase.doing(),
+                source: Box::new(source),
+            };
+            // Every variant's message already carries its cause.
+            let text = error.to_string();
+            tracing::error!(%day, run = run.0, phase = %progress.phase, error = %text, "run failed");
+            record_failure(wh, config, run, &progress, &text).await;
+            Err(error)
+        }
+    }
+}
+
+/// Closes the run record as failed. The connection may be what failed, so one fresh
+/// connection is tried before giving up (the error is logged; the run's own error wins).
+async fn record_failure(
+    wh: &mut Warehouse,
+    config: &RunConfig,
+    run: RunId,
+    progress: &Progress,
+    text: &str,
+) {
+    let counts = &progress.counts;
+    let phases = &progress.phases;
+    let Err(first) = wh
+        .finish_run(run, RunStatus::Failed, counts, phases, Some(text))
+        .await
+    else {
+        return;
+    };
+    match Warehouse::connect(&config.database_url).await {
+        Ok(fresh) => {
+            let again = fresh
+                .finish_run(run, RunStatus::Failed, counts, phases, Some(text))
+                .await;
+            if let Err(again) = again {
+                tracing::error!(run = run.0, error = %again, first = %first, "could not record the failure of the run");
+            } else {
+                *wh = fresh;
+            }
+        }
+        Err(e) => {
+            tracing::error!(run = run.0, error = %e, first = %first, "could not record the failure of the run")
+        }
+    }
+}
+
+fn begin(
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+    phase: Phase,
+    files: u64,
+    bytes: u64,
+) -> Instant {
+    progress.phase = phase;
+    events(&RunEvent::PhaseStarted {
+        phase,
+        files,
+        bytes,
+    });
+    Instant::now()
+}
+
+fn end(events: &(dyn Fn(&RunEvent<'_>) + Sync), phase: Phase, started: Instant) -> Duration {
+    let elapsed = started.elapsed();
+    events(&RunEvent::PhaseFinished { phase, elapsed });
+    tracing::info!(
+        phase = phase.name(),
+        ms = elapsed.as_millis() as u64,
+        "phase done"
+    );
+    elapsed
+}
+
+fn lake_progress<'a>(
+    events: &'a (dyn Fn(&RunEvent<'_>) + Sync),
+    phase: Phase,
+) -> impl Fn(lake::Progress<'_>) + Sync + 'a {
+    move |p: lake::Progress<'_>| {
+        events(&RunEvent::Progress {
+            phase,
+            files_done: p.files_done as u64,
+            files_total: p.files_total as u64,
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            key: p.key,
+        })
+    }
+}
+
+async fn steps(
+    wh: &mut Warehouse,
+    config: &RunConfig,
+    day: NaiveDate,
+    run: RunId,
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<RunReport> {
+    let lake = Store::open_with(&config.lake, &config.store_options).await?;
+    // A lake folder is created on first use; a bucket is its owner's to create.
+    if !lake.is_s3() {
+        lake.create_if_missing().await?;
+    }
+    let mut report = RunReport {
+        day,
+        run,
+        from_lake: config.from_lake,
+        counts: RunCounts::default(),
+        phases: PhaseTimes::default(),
+        copied_server_side: 0,
+        copied_through: 0,
+        already_archived: 0,
+        quarantine: None,
+        landing_deleted: 0,
+    };
+
+    let (archived, landing) = if config.from_lake {
+        let t = begin(progress, events, Phase::List, 0, 0);
+        let files = lake::list_archived(
+            &lake,
+            day,
+            &config.lake_options,
+            &lake_progress(events, Phase::List),
+        )
+        .await?;
+        progress.phases.list = end(events, Phase::List, t);
+        check_not_empty(
+            config,
+            day,
+            files.is_empty(),
+            lake.url(),
+            "the lake's raw/dt= folder",
+        )?;
+        (files, None)
+    } else {
+        let landing = Store::open_with(&config.landing, &config.store_options).await?;
+        let t = begin(progress, events, Phase::List, 0, 0);
+        let objects = lake::list_day(&landing, day, &config.layout).await?;
+        progress.phases.list = end(events, Phase::List, t);
+        check_not_empty(
+            config,
+            day,
+            objects.is_empty(),
+            landing.url(),
+            &format!("layout {}", config.layout),
+        )?;
+        let bytes = objects.iter().map(|o| o.size).sum();
+        let t = begin(
+            progress,
+            events,
+            Phase::Archive,
+            objects.len() as u64,
+            bytes,
+        );
+        let files = lake::archive_day(
+            &landing,
+            &lake,
+            day,
+            &objects,
+            &config.lake_options,
+            &lake_progress(events, Phase::Archive),
+        )
+        .await?;
+        progress.phases.archive = end(events, Phase::Archive, t);
+        (files, Some(landing))
+    };
+    for f in &archived {
+        match f.action {
+            ArchiveAction::Copied(CopyMethod::ServerSide) => report.copied_server_side += 1,
+            ArchiveAction::Copied(CopyMethod::GetPut) => report.copied_through += 1,
+            ArchiveAction::AlreadyArchived => report.already_archived += 1,
+            ArchiveAction::FromLake => {}
+        }
+    }
+    progress.counts.files = archived.len() as u64;
+    progress.counts.bytes = archived.iter().map(|f| f.size).sum();
+    let manifest: Vec<ManifestEntry> = archived
+        .iter()
+        .map(|f| ManifestEntry {
+            landing_key: f.landing_key.clone(),
+            lake_key: f.lake_key.clone(),
+            size: f.size,
+            sha256: f.sha256_hex(),
+        })
+        .collect();
+    wh.record_manifest(run, day, &manifest).await?;
+
+    let t = begin(
+        progress,
+        events,
+        Phase::Load,
+        progress.counts.files,
+        progress.counts.bytes,
+    );
+    let mut load = wh.begin_day(day, config.load).await?;
+    let mut quarantine = Quarantine::new(day);
+    let (mut files_done, mut bytes_done) = (0u64, 0u64);
+    for batch in batches(&archived, config.batch_files, config.batch_bytes) {
+        let parse_started = Instant::now();
+        let bodies = fetch(&lake, batch, config.lake_options.concurrency).await?;
+        let parsed = parse_batch(batch, bodies).await?;
+        progress.phases.parse += parse_started.elapsed();
+        for (file, parsed) in batch.iter().zip(&parsed) {
+            load.add_file(&file.landing_key, parsed).await?;
+            quarantine.extend(&parsed.rejects);
+            files_done += 1;
+            bytes_done += file.size;
+        }
+        if let Some(last) = batch.last() {
+            events(&RunEvent::Progress {
+                phase: Phase::Load,
+                files_done,
+                files_total: progress.counts.files,
+                bytes_done,
+                bytes_total: progress.counts.bytes,
+                key: &last.landing_key,
+            });
+        }
+    }
+    end(events, Phase::Load, t);
+
+    // Before the commit, so that a committed load always has its quarantine file; if the
+    // commit then fails, the file still lists exactly the day's refused lines.
+    let t = begin(progress, events, Phase::Quarantine, 0, 0);
+    report.quarantine = quarantine.write(&lake).await?;
+    progress.phases.quarantine = end(events, Phase::Quarantine, t);
+
+    let t = begin(progress, events, Phase::Merge, 0, 0);
+    let loaded = load.commit().await?;
+    end(events, Phase::Merge, t);
+    progress.phases.copy = loaded.copy;
+    progress.phases.merge = loaded.merge;
+    progress.counts.lines = loaded.lines;
+    progress.counts.events = loaded.events;
+    progress.counts.duplicates = loaded.duplicates;
+    progress.counts.rejects = loaded.rejects;
+    progress.counts.rows = loaded.rows;
+
+    if let (true, Some(landing)) = (config.move_landing, &landing) {
+        let t = begin(
+            progress,
+            events,
+            Phase::Cleanup,
+            progress.counts.files,
+            progress.counts.bytes,
+        );
+        report.landing_deleted = lake::delete_landing(
+            landing,
+            &lake,
+            &archived,
+            &config.lake_options,
+            &lake_progress(events, Phase::Cleanup),
+        )
+        .await? as u64;
+        progress.phases.cleanup = end(events, Phase::Cleanup, t);
+    }
+    Ok(report)
+}
+
+fn check_not_empty(
+    config: &RunConfig,
+    day: NaiveDate,
+    empty: bool,
+    url: &str,
+    how: &str,
+) -> Result<()> {
+    if empty && !config.allow_empty {
+        return Err(Error::Config(format!(
+            "no landing files of {day} in {url} ({how}); check the date and the store, or allow empty days"
+        )));
+    }
+    Ok(())
+}
+
+/// Consecutive slices of at most `max_files` files and `max_bytes` bytes (a larger file alone).
+fn batches(files: &[ArchivedFile], max_files: usize, max_bytes: u64) -> Vec<&[ArchivedFile]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, f) in files.iter().enumerate() {
+        let full = i - start >= max_files || (i > start && bytes + f.size > max_bytes);
+        if full {
+            out.push(&files[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += f.size;
+    }
+    if start < files.len() {
+        out.push(&files[start..]);
+    }
+    out
+}
+
+/// Reads the batch's lake copies, `concurrency` at a time, in order.
+async fn fetch(lake: &Store, batch: &[ArchivedFile], concurrency: usize) -> Result<Vec<Bytes>> {
+    stream::iter(batch.iter().map(|f| lake.get(&f.lake_key)))
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await
+}
+
+/// Checks each body against the manifest and parses it; files in parallel on rayon's pool,
+/// off the async runtime's threads.
+async fn parse_batch(batch: &[ArchivedFile], bodies: Vec<Bytes>) -> Result<Vec<Parsed>> {
+    let work: Vec<(ArchivedFile, Bytes)> = batch.iter().cloned().zip(bodies).collect();
+    let parsed = tokio::task::spawn_blocking(move || {
+        work.par_iter()
+            .map(|(file, body)| {
+                let sha: [u8; 32] = Sha256::digest(body).into();
+                if body.len() as u64 != file.size || sha != file.sha256 {
+                    return Err(Error::Verify {
+                        landing_key: file.landing_key.clone(),
+                        lake_key: file.lake_key.clone(),
+                        detail: format!(
+                            "read {} bytes that do not match the manifest ({} bytes, SHA-256 {})",
+                            body.len(),
+                            file.size,
+                            file.sha256_hex()
+                        ),
+                    });
+                }
+                Ok(d2d_model::parse::parse_bytes_par(&file.landing_key, body))
+            })
+            .collect::<Result<Vec<Parsed>>>()
+    })
+    .await
+    .map_err(|e| Error::Config(format!("the parser thread failed: {e}")))??;
+    Ok(parsed)
+}
+
+/// Runs `command` with `sh -c`, the failure summary on its standard input and in the
+/// environment variable `D2D_ALERT_SUMMARY`. Waits at most `timeout`; a non-zero exit is an
+/// error.
+pub async fn run_alert_command(command: &str, summary: &str, timeout: Duration) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let fail = |detail: String| Error::Alert {
+        command: command.to_owned(),
+        detail,
+    };
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("D2D_ALERT_SUMMARY", summary)
+        .stdin(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("cannot start: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that ignores its input may close it early: that is not a failure.
+        let _ = stdin.write_all(summary.as_bytes()).await;
+        let _ = stdin.write_all(b"\n").await;
+    }
+    let status = tokio::time::timeout(timeout, child.wait())
+        .await
+        .map_err(|_| fail(format!("still running after {timeout:?}; killed")))?
+        .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
+    if !status.success() {
+        return Err(fail(format!("exited with {status}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64) -> ArchivedFile {
+        ArchivedFile {
+            landing_key: format!("k{size}"),
+            lake_key: String::new(),
+            size,
+            sha256: [0; 32],
+            landing_etag: None,
+            action: ArchiveAction::FromLake,
+        }
+    }
+
+    #[test]
+    fn batches_respect_file_and_byte_limits() {
+        let files: Vec<ArchivedFile> = [10, 10, 10, 50, 200, 1, 1].map(file).to_vec();
+        let sizes = |b: Vec<&[ArchivedFile]>| -> Vec<Vec<u64>> {
+            b.iter()
+                .map(|s| s.iter().map(|f| f.size).collect())
+                .collect()
+        };
+        assert_eq!(
+            sizes(batches(&files, 2, 1000)),
+            [vec![10, 10], vec![10, 50], vec![200, 1], vec![1]]
+        );
+        assert_eq!(
+            sizes(batches(&files, 100, 60)),
+            [vec![10, 10, 10], vec![50], vec![200], vec![1, 1]]
+        );
+        assert!(batches(&[], 3, 3).is_empty());
+    }
+
+    #[test]
+    fn config_refuses_move_from_lake() {
+        let mut c = RunConfig::new("l", "k", "postgres://x");
+        c.check().unwrap();
+        c.from_lake = true;
+        c.move_landing = true;
+        assert!(c.check().unwrap_err().to_string().contains("--from-lake"));
+    }
+
+    #[test]
+    fn run_errors_name_day_phase_and_cause() {
+        let e = Error::Run {
+            day: "2019-06-01".parse().unwrap(),
+            run_id: Some(3),
+            phase: Phase::Merge.doing(),
+            source: Box::new(Error::Config("boom".into())),
+        };
+        assert_eq!(
+            e.to_string(),
+            "daily run of 2019-06-01 failed while merging: invalid configuration: boom"
+        );
+    }
+
+    #[tokio::test]
+    async fn alert_command_gets_the_summary_and_its_exit_code_counts() {
+        let dir = std::env::temp_dir().join(format!("d2d-alert-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("alert.txt");
+        let cmd = format!(
+            "cat > '{0}' && printf '%s' \"$D2D_ALERT_SUMMARY\" > '{0}.env'",
+            out.display()
+        );
+        run_alert_command(&cmd, "day 2019-06-01 failed", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "day 2019-06-01 failed\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("alert.txt.env")).unwrap(),
+            "day 2019-06-01 failed"
+        );
+        let err = run_alert_command("exit 3", "x", Duration::from_secs(10))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exit status: 3"), "{err}");
+        let err = run_alert_command("sleep 5", "x", Duration::from_millis(100))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("killed"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

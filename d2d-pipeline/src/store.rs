@@ -1,0 +1,387 @@
+//! Object stores: an S3 bucket (through `aws-sdk-s3`) or a local folder, behind one type,
+//! [`Store`].
+//!
+//! Everything above this module (the lake, the daily run, the examples) works on `Store` and
+//! never asks which backend it has. A store is opened from a URL:
+//!
+//! | URL | backend |
+//! |---|---|
+//! | `s3://bucket` or `s3://bucket/some/prefix` | S3; region and credentials from the standard AWS chain; endpoint override from [`StoreOptions::s3_endpoint`] (or `D2D_S3_ENDPOINT`), with path-style addressing when set |
+//! | `file:///abs/dir` | local folder (no percent-decoding) |
+//! | `./dir`, `dir`, `/abs/dir` | local folder: the embedded default |
+//!
+//! **Keys** are always relative to the store's prefix or root and use `/`: `data/2019-06-01-9-5-0-events.json`.
+//! A key must be non-empty, relative, and made of non-empty segments other than `.` and `..`
+//! (and without `\` or NUL); the local store refuses anything else with
+//! [`Error::InvalidKey`], so no key can name a file outside its root. S3 keys are literal, so
+//! the S3 store only refuses an empty key.
+//!
+//! Semantics shared by both backends: `list` is recursive, sorted by key, and matches a plain
+//! string prefix (`data/2019-06-01-` lists flat files of one day); `put` replaces an object
+//! atomically (readers never see half an object); `delete` of a missing object succeeds;
+//! `get` of a missing object is [`Error::NotFound`]; `head` of one is `None`.
+
+mod local;
+mod s3;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::error::{Error, Result};
+use local::LocalStore;
+use s3::S3Store;
+
+/// What a listing or `head` says about one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectMeta {
+    /// Key relative to the store's prefix or root, `/`-separated.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// An opaque version tag that changes when the object is rewritten: S3's ETag (without
+    /// quotes), or for a local file its modification time and size. Only compare it with
+    /// tags from the same store.
+    pub etag: Option<String>,
+}
+
+/// A streaming read of one object.
+pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// How [`Store::copy_from`] moved the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMethod {
+    /// Inside the service: S3 `CopyObject` (same endpoint, region and credentials) or a
+    /// file copy between two local folders. The bytes did not pass through this process.
+    ServerSide,
+    /// Read from the source, then written to the destination.
+    GetPut,
+}
+
+/// Settings for opening stores; [`StoreOptions::from_env`] reads them from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:59100`). When set, requests use
+    /// path-style addressing (`endpoint/bucket/key`), which such servers need.
+    pub s3_endpoint: Option<String>,
+    /// Total attempts per S3 request, first try included (the SDK's *standard* retry mode:
+    /// timeouts, connection errors, 5xx and throttling responses are retried with exponential
+    /// backoff and full jitter, between 100 ms and 20 s). `1` disables retries.
+    pub s3_max_attempts: u32,
+    /// Fail an S3 connection attempt after this long (then retried as above).
+    pub s3_connect_timeout: Duration,
+    /// Fail an S3 request when the server sends nothing for this long (then retried).
+    pub s3_read_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            s3_endpoint: None,
+            s3_max_attempts: 5,
+            s3_connect_timeout: Duration::from_secs(10),
+            s3_read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Defaults, with [`StoreOptions::s3_endpoint`] from `D2D_S3_ENDPOINT` when it is set and
+    /// not empty.
+    pub fn from_env() -> Self {
+        Self {
+            s3_endpoint: std::env::var("D2D_S3_ENDPOINT")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
+            ..Self::default()
+        }
+    }
+}
+
+/// An object store: an S3 bucket and prefix, or a local folder. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+}
+
+enum Backend {
+    Local(LocalStore),
+    S3(S3Store),
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Store").field(&self.url()).finish()
+    }
+}
+
+impl Store {
+    /// Opens the store named by `url` (see the module docs), with [`StoreOptions::from_env`].
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, &StoreOptions::from_env()).await
+    }
+
+    /// Opens the store named by `url` with explicit options.
+    pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Self> {
+        let backend = if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::Config(format!("{url}: S3 URL without a bucket")));
+            }
+            Backend::S3(S3Store::open(bucket, prefix, options).await?)
+        } else if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(Error::Config(format!(
+                    "{url}: a file:// URL needs an absolute path (file:///abs/dir)"
+                )));
+            }
+            Backend::Local(LocalStore::new(path))
+        } else if url.contains("://") {
+            return Err(Error::Config(format!(
+                "{url}: unsupported store URL (use s3://bucket/prefix, file:///dir or a folder path)"
+            )));
+        } else if url.is_empty() {
+            return Err(Error::Config("empty store URL".into()));
+        } else {
+            Backend::Local(LocalStore::new(url))
+        };
+        Ok(Self {
+            backend: Arc::new(backend),
+        })
+    }
+
+    /// A local-folder store rooted at `dir` (which need not exist yet: `put` creates it).
+    pub fn local(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            backend: Arc::new(Backend::Local(LocalStore::new(dir))),
+        }
+    }
+
+    /// The URL this store was opened with, normalised (`s3://bucket/prefix/`, or the folder
+    /// path). Every error names it.
+    pub fn url(&self) -> &str {
+        match &*self.backend {
+            Backend::Local(s) => s.url(),
+            Backend::S3(s) => s.url(),
+        }
+    }
+
+    /// Is this an S3 store?
+    pub fn is_s3(&self) -> bool {
+        matches!(&*self.backend, Backend::S3(_))
+    }
+
+    /// Every object whose key starts with `prefix` (`""` for all), recursively, sorted by key.
+    /// S3 listings are paginated (1,000 keys a page) and followed to the end.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut objects = match &*self.backend {
+            Backend::Local(s) => s.list(prefix).await?,
+            Backend::S3(s) => s.list(prefix).await?,
+        };
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    /// The whole object in memory. Use [`Store::get_reader`] for objects of unbounded size.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        match &*self.backend {
+            Backend::Local(s) => s.get(key).await,
+            Backend::S3(s) => s.get(key).await,
+        }
+    }
+
+    /// A streaming read of the object: memory stays bounded whatever its size. Errors in the
+    /// middle of the stream are `std::io::Error`s (the S3 body is not retried mid-stream).
+    pub async fn get_reader(&self, key: &str) -> Result<ObjectReader> {
+        match &*self.backend {
+            Backend::Local(s) => s.get_reader(key).await,
+            Backend::S3(s) => s.get_reader(key).await,
+        }
+    }
+
+    /// Writes `bytes` at `key`, replacing any object there. Atomic: a reader sees the old
+    /// object or the new one, never part of one (local: temporary file, flushed, renamed; S3:
+    /// a single `PutObject`, so at most 5 GB).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        match &*self.backend {
+            Backend::Local(s) => s.put(key, bytes).await,
+            Backend::S3(s) => s.put(key, bytes).await,
+        }
+    }
+
+    /// Size and version tag of the object, `None` if there is none.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        match &*self.backend {
+            Backend::Local(s) => s.head(key).await,
+            Backend::S3(s) => s.head(key).await,
+        }
+    }
+
+    /// Deletes the object; deleting a missing object succeeds (as in S3). The local store
+    /// also removes folders the deletion left empty, up to its root.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match &*self.backend {
+            Backend::Local(s) => s.delete(key).await,
+            Backend::S3(s) => s.delete(key).await,
+        }
+    }
+
+    /// Copies `src_key` of `src` to `dst_key` of this store, replacing any object there.
+    /// Server-side when both are on the same S3 service (same endpoint, region and access
+    /// key: one `CopyObject`, at most 5 GB) or both are local folders; otherwise the object
+    /// is read into memory and written.
+    pub async fn copy_from(&self, src: &Store, src_key: &str, dst_key: &str) -> Result<CopyMethod> {
+        match (&*src.backend, &*self.backend) {
+            (Backend::S3(from), Backend::S3(to)) if from.same_service(to) => {
+                to.copy_from(from, src_key, dst_key).await?;
+                Ok(CopyMethod::ServerSide)
+            }
+            (Backend::Local(from), Backend::Local(to)) => {
+                to.copy_from(from, src_key, dst_key).await?;
+                Ok(CopyMethod::ServerSide)
+            }
+            _ => {
+                let bytes = src.get(src_key).await?;
+                self.put(dst_key, bytes).await?;
+                Ok(CopyMethod::GetPut)
+            }
+        }
+    }
+
+    /// Would [`Store::copy_from`] copy from `src` to this store without the bytes passing
+    /// through this process?
+    pub fn copies_server_side_from(&self, src: &Store) -> bool {
+        match (&*src.backend, &*self.backend) {
+            (Backend::S3(from), Backend::S3(to)) => from.same_service(to),
+            (Backend::Local(_), Backend::Local(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Size and SHA-256 of the object, computed from a streaming read (bounded memory).
+    pub async fn sha256(&self, key: &str) -> Result<(u64, [u8; 32])> {
+        let mut reader = self.get_reader(key).await?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(|source| Error::Io {
+                url: self.url().to_owned(),
+                key: key.to_owned(),
+                op: "read",
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok((size, hasher.finalize().into()))
+    }
+
+    /// Makes sure the bucket (S3) or root folder (local) exists, creating it if needed. For
+    /// S3-compatible test servers and first runs; production buckets are made by their owners.
+    pub async fn create_if_missing(&self) -> Result<()> {
+        match &*self.backend {
+            Backend::Local(s) => s.create_root().await,
+            Backend::S3(s) => s.create_bucket().await,
+        }
+    }
+}
+
+/// Checks that `key` is a relative path of non-empty segments other than `.`/`..`, so joining
+/// it to a folder cannot leave that folder. Returns which rule it breaks.
+pub(crate) fn check_key(key: &str) -> std::result::Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("empty key");
+    }
+    if key.starts_with('/') {
+        return Err("absolute key (starts with '/')");
+    }
+    if key.contains('\\') {
+        return Err("'\\' is not a key separator");
+    }
+    if key.contains('\0') {
+        return Err("NUL byte in key");
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return Err("empty segment (doubled or trailing '/')"),
+            "." | ".." => return Err("'.' or '..' segment"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_escape_are_refused() {
+        for good in [
+            "a",
+            "a/b.txt",
+            "raw/dt=2019-06-01/data/x-events.txt",
+            "..a/b..",
+            ".hidden",
+        ] {
+            assert_eq!(check_key(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a//b",
+            "a/",
+            "../x",
+            "a/../../x",
+            "./a",
+            "a/.",
+            "a\\..\\b",
+            "a\0b",
+        ] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hex_is_lower_case_and_padded() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(hex(&[]), "");
+    }
+
+    #[tokio::test]
+    async fn urls_pick_the_backend() {
+        let options = StoreOptions::default();
+        assert!(!Store::open_with("./x", &options).await.unwrap().is_s3());
+        assert!(!Store::open_with("file:///tmp/x", &options)
+            .await
+            .unwrap()
+            .is_s3());
+        for bad in ["", "file://rel/x", "gs://bucket", "s3://", "s3:///prefix"] {
+            assert!(
+                matches!(Store::open_with(bad, &options).await, Err(Error::Config(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

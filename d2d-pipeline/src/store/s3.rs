@@ -1,0 +1,371 @@
+//! The S3 store, through `aws-sdk-s3`.
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::ProvideCredentials;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use std::time::Duration;
+
+use super::{ObjectMeta, ObjectReader, StoreOptions};
+use crate::error::{Error, Result};
+
+/// What makes two stores "the same S3 service": a `CopyObject` signed for one can read the
+/// other's objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServiceId {
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+}
+
+pub(crate) struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Empty, or ends with `/`.
+    prefix: String,
+    url: String,
+    service: ServiceId,
+}
+
+impl S3Store {
+    pub(crate) async fn open(bucket: &str, prefix: &str, options: &StoreOptions) -> Result<Self> {
+        let prefix = match prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        let url = format!("s3://{bucket}/{prefix}");
+        // Standard mode retries what is transient (timeouts, connection errors, 5xx, throttling)
+        // with exponential backoff and full jitter; the bounds are ours, not the SDK's defaults
+        // (3 attempts, 1 s initial), so a busy day survives a longer hiccup.
+        let retry = RetryConfig::standard()
+            .with_max_attempts(options.s3_max_attempts.max(1))
+            .with_initial_backoff(Duration::from_millis(100))
+            .with_max_backoff(Duration::from_secs(20));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(options.s3_connect_timeout)
+            .read_timeout(options.s3_read_timeout)
+            .build();
+        // A server without region (S3-compatible, or a machine with no AWS profile) still
+        // needs one for signing.
+        let region = RegionProviderChain::default_provider().or_else("us-east-1");
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .retry_config(retry)
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        let mut config = aws_sdk_s3::config::Builder::from(&sdk);
+        if let Some(endpoint) = &options.s3_endpoint {
+            config = config.endpoint_url(endpoint).force_path_style(true);
+        }
+        // Only used to tell whether two stores share a service; a store without credentials
+        // (public buckets) still works, it just never copies server-side.
+        let access_key_id = match sdk.credentials_provider() {
+            Some(p) => p
+                .provide_credentials()
+                .await
+                .ok()
+                .map(|c| c.access_key_id().to_owned()),
+            None => None,
+        };
+        let service = ServiceId {
+            endpoint: options.s3_endpoint.clone(),
+            region: sdk.region().map(|r| r.to_string()),
+            access_key_id,
+        };
+        Ok(Self {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.to_owned(),
+            prefix,
+            url,
+            service,
+        })
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn same_service(&self, other: &S3Store) -> bool {
+        self.service == other.service
+    }
+
+    fn full_key(&self, key: &str) -> Result<String> {
+        if key.is_empty() {
+            return Err(Error::InvalidKey {
+                url: self.url.clone(),
+                key: String::new(),
+                reason: "empty key",
+            });
+        }
+        Ok(format!("{}{key}", self.prefix))
+    }
+
+    fn error<E>(&self, op: &'static str, key: &str, err: SdkError<E>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        Error::S3 {
+            url: self.url.clone(),
+            key: key.to_owned(),
+            op,
+            detail: describe(&err),
+        }
+    }
+
+    fn not_found(&self, key: &str) -> Error {
+        Error::NotFound {
+            url: self.url.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{}{prefix}", self.prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("list", prefix, e))?;
+            for object in page.contents() {
+                let Some(full) = object.key() else { continue };
+                let Some(key) = full.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: key.to_owned(),
+                    size: object
+                        .size()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                    etag: object.e_tag().map(unquote),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_object(&self, key: &str) -> Result<ByteStream> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.body),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(self.not_found(key))
+            }
+            Err(e) => Err(self.error("get", key, e)),
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Bytes> {
+        let body = self.get_object(key).await?;
+        body.collect()
+            .await
+            .map(|b| b.into_bytes())
+            .map_err(|e| Error::S3 {
+                url: self.url.clone(),
+                key: key.to_owned(),
+                op: "get",
+                detail: chain(&e),
+            })
+    }
+
+    pub(crate) async fn get_reader(&self, key: &str) -> Result<ObjectReader> {
+        let body = self.get_object(key).await?;
+        Ok(Box::pin(body.into_async_read()))
+    }
+
+    pub(crate) async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let full = self.full_key(key)?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| self.error("put", key, e))?;
+        Ok(())
+    }
+
+    pub(crate) async fn copy_from(
+        &self,
+        src: &S3Store,
+        src_key: &str,
+        dst_key: &str,
+    ) -> Result<()> {
+        let source = format!("{}/{}", src.bucket, encode_key(&src.full_key(src_key)?));
+        let full = self.full_key(dst_key)?;
+        match self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .copy_source(source)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // CopyObject has no typed "no such key" error; check the source to say which side
+            // is missing.
+            Err(e) => match src.head(src_key).await {
+                Ok(None) => Err(src.not_found(src_key)),
+                _ => Err(self.error("copy", dst_key, e)),
+            },
+        }
+    }
+
+    pub(crate) async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_owned(),
+                size: out
+                    .content_length()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(0),
+                etag: out.e_tag().map(unquote),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(self.error("head", key, e)),
+        }
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| self.error("delete", key, e))?;
+        Ok(())
+    }
+
+    pub(crate) async fn create_bucket(&self) -> Result<()> {
+        let mut request = self.client.create_bucket().bucket(&self.bucket);
+        // us-east-1 is the one region that refuses an explicit location constraint.
+        if let Some(region) = self.service.region.as_deref().filter(|r| *r != "us-east-1") {
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region))
+                    .build(),
+            );
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
+            {
+                Ok(())
+            }
+            Err(e) => {
+                // "Already exists" may still be ours on some servers: usable is what counts.
+                if self
+                    .client
+                    .head_bucket()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    Ok(())
+                } else {
+                    Err(self.error("create bucket", "", e))
+                }
+            }
+        }
+    }
+}
+
+/// The useful part of an SDK error: the service's code, message and HTTP status, or for a
+/// failure before any response (connection refused, timeout) its chain of causes. The SDK's
+/// own `Display` says only "service error", and `DisplayErrorContext` ends with the whole
+/// `Debug` dump of the raw response.
+fn describe<E>(err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let e = service.err();
+            match (e.code(), e.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                _ => format!("HTTP {status}"),
+            }
+        }
+        other => chain(other),
+    }
+}
+
+/// `err` and its causes, `: `-separated.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// ETags come quoted (`"abc…"`); the quotes are transport, not value.
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
+}
+
+/// Percent-encodes a key for `x-amz-copy-source`, keeping `/` and RFC 3986 unreserved bytes.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_keys_are_percent_encoded() {
+        assert_eq!(
+            encode_key("raw/dt=2019-06-01/a b+ü.txt"),
+            "raw/dt%3D2019-06-01/a%20b%2B%C3%BC.txt"
+        );
+        assert_eq!(unquote("\"abc\""), "abc");
+    }
+}

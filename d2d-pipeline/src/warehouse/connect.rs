@@ -1,0 +1,427 @@
+//! Connecting to PostgreSQL: the database URL, and TLS when it asks for it.
+//!
+//! The URL is libpq's, as a URI (`postgres://user:pass@host:port/db?sslmode=require`) or as
+//! `key=value` pairs (`host=db.example.com dbname=d2d sslmode=verify-full`). `sslmode` and
+//! `sslrootcert` are read here, the rest by `tokio_postgres::Config`.
+//!
+//! | `sslmode` | what happens |
+//! |---|---|
+//! | absent, `disable`, `allow` | plain TCP, no TLS |
+//! | `prefer` | TLS if the server offers it, else plain |
+//! | `require` | TLS; the certificate is checked only when `sslrootcert` is given (as libpq) |
+//! | `verify-ca` | TLS; certificate chain checked, host name not |
+//! | `verify-full` | TLS; certificate chain and host name checked |
+//!
+//! Certificates are checked against `sslrootcert` (a PEM file, e.g. the provider's CA bundle
+//! for a managed database) or, without it, against the Mozilla roots bundled by `webpki-roots`.
+//! TLS is rustls (pure Rust, aws-lc-rs crypto).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::{Error, Result};
+
+/// How the connection is secured: libpq's `sslmode`, without `allow`'s fallback to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// No TLS (also what an absent `sslmode` and `allow` mean here).
+    #[default]
+    Disable,
+    /// TLS when the server supports it.
+    Prefer,
+    /// TLS always; the certificate is verified only with an explicit root certificate.
+    Require,
+    /// TLS always, certificate chain verified, host name not.
+    VerifyCa,
+    /// TLS always, certificate chain and host name verified.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<Self> {
+        Ok(match value {
+            "disable" | "allow" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            other => {
+                return Err(Error::Config(format!(
+                    "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                )))
+            }
+        })
+    }
+}
+
+/// A parsed database URL: the driver's settings plus the TLS choice.
+#[derive(Debug, Clone)]
+pub struct DatabaseUrl {
+    /// Everything but the TLS settings.
+    pub config: tokio_postgres::Config,
+    /// From `sslmode`.
+    pub ssl_mode: SslMode,
+    /// From `sslrootcert`: PEM file of the certificates to trust.
+    pub root_cert: Option<PathBuf>,
+}
+
+impl DatabaseUrl {
+    /// Parses a libpq URI or `key=value` string.
+    ///
+    /// ```
+    /// use d2d_pipeline::warehouse::{DatabaseUrl, SslMode};
+    /// let url = DatabaseUrl::parse("postgres://d2d:secret@db.example.com/d2d?sslmode=verify-full").unwrap();
+    /// assert_eq!(url.ssl_mode, SslMode::VerifyFull);
+    /// assert_eq!(url.config.get_dbname(), Some("d2d"));
+    /// ```
+    pub fn parse(url: &str) -> Result<Self> {
+        let mut ssl_mode = None;
+        let mut root_cert = None;
+        let mut take = |key: &str, value: &str| -> Result<bool> {
+            match key {
+                "sslmode" => ssl_mode = Some(SslMode::parse(value)?),
+                "sslrootcert" => root_cert = Some(PathBuf::from(value)),
+                _ => return Ok(false),
+            }
+            Ok(true)
+        };
+        let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            match url.split_once('?') {
+                None => url.to_owned(),
+                Some((base, query)) => {
+                    let mut kept = Vec::new();
+                    for pair in query.split('&').filter(|p| !p.is_empty()) {
+                        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                        if !take(key, &percent_decode(value)?)? {
+                            kept.push(pair);
+                        }
+                    }
+                    if kept.is_empty() {
+                        base.to_owned()
+                    } else {
+                        format!("{base}?{}", kept.join("&"))
+                    }
+                }
+            }
+        } else {
+            let mut kept = Vec::new();
+            for (key, value, text) in key_values(url)? {
+                if !take(&key, &value)? {
+                    kept.push(text);
+                }
+            }
+            kept.join(" ")
+        };
+        let mut config: tokio_postgres::Config = rest
+            .parse()
+            .map_err(|e| Error::Config(format!("database URL: {e}")))?;
+        let ssl_mode = ssl_mode.unwrap_or_default();
+        config.ssl_mode(match ssl_mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        });
+        Ok(Self {
+            config,
+            ssl_mode,
+            root_cert,
+        })
+    }
+
+    /// The rustls connector for this URL's mode; `None` when no TLS is wanted.
+    pub fn tls(&self) -> Result<Option<MakeRustlsConnect>> {
+        if self.ssl_mode == SslMode::Disable {
+            return Ok(None);
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let verify = match (self.ssl_mode, &self.root_cert) {
+            // libpq's `require` and `prefer` encrypt without checking who answers, unless the
+            // user names the roots to trust.
+            (SslMode::Require | SslMode::Prefer, None) => Verify::Nothing,
+            (SslMode::Require | SslMode::Prefer | SslMode::VerifyCa, _) => Verify::Chain,
+            _ => Verify::ChainAndName,
+        };
+        let config = if verify == Verify::ChainAndName {
+            builder
+                .with_root_certificates(self.roots()?)
+                .with_no_client_auth()
+        } else {
+            let chain = match verify {
+                Verify::Nothing => None,
+                _ => Some(
+                    WebPkiServerVerifier::builder_with_provider(
+                        Arc::new(self.roots()?),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| Error::Tls(e.to_string()))?,
+                ),
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(LibpqVerifier { chain, provider }))
+                .with_no_client_auth()
+        };
+        Ok(Some(MakeRustlsConnect::new(config)))
+    }
+
+    fn roots(&self) -> Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        match &self.root_cert {
+            Some(path) => {
+                let certs = read_pem_certs(path)?;
+                let (added, _ignored) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(Error::Tls(format!(
+                        "sslrootcert {}: no usable certificate",
+                        path.display()
+                    )));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        Ok(roots)
+    }
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::Tls(format!("sslrootcert {}: {e}", path.display())))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    Nothing,
+    Chain,
+    ChainAndName,
+}
+
+/// Certificate checks as libpq's `require` (none) and `verify-ca` (chain only) do them; the
+/// handshake signatures are always verified.
+#[derive(Debug)]
+struct LibpqVerifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for LibpqVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn percent_decode(value: &str) -> Result<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::Config(format!("database URL: bad %-escape in {value:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| Error::Config(format!("database URL: {value:?} is not UTF-8")))
+}
+
+/// Splits libpq's `key=value key2='quoted value'` form into (key, value, original text).
+fn key_values(s: &str) -> Result<Vec<(String, String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    loop {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
+        let mut key = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        if chars.next_if(|(_, c)| *c == '=').is_none() {
+            return Err(Error::Config(format!(
+                "database URL: expected `=` after {key:?}"
+            )));
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if(|(_, c)| *c == '\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, c)) => value.push(c),
+                        None => break,
+                    },
+                    Some((_, '\'')) => break,
+                    Some((_, c)) => value.push(c),
+                    None => {
+                        return Err(Error::Config(format!(
+                            "database URL: unterminated quote in the value of {key:?}"
+                        )))
+                    }
+                }
+            }
+        } else {
+            while let Some((_, c)) = chars.next_if(|(_, c)| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        let end = chars.peek().map_or(s.len(), |&(i, _)| i);
+        out.push((key, value, s[start..end].trim_end().to_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_sslmode_means_plain() {
+        let url = DatabaseUrl::parse("postgres://d2d:d2d@127.0.0.1:54329/d2d").unwrap();
+        assert_eq!(url.ssl_mode, SslMode::Disable);
+        assert_eq!(url.config.get_ssl_mode(), PgSslMode::Disable);
+        assert!(url.tls().unwrap().is_none());
+        assert_eq!(url.config.get_user(), Some("d2d"));
+        assert_eq!(url.config.get_ports(), [54329]);
+    }
+
+    #[test]
+    fn uri_modes_and_other_parameters_survive() {
+        for (mode, want, pg) in [
+            ("disable", SslMode::Disable, PgSslMode::Disable),
+            ("allow", SslMode::Disable, PgSslMode::Disable),
+            ("prefer", SslMode::Prefer, PgSslMode::Prefer),
+            ("require", SslMode::Require, PgSslMode::Require),
+            ("verify-ca", SslMode::VerifyCa, PgSslMode::Require),
+            ("verify-full", SslMode::VerifyFull, PgSslMode::Require),
+        ] {
+            let url = DatabaseUrl::parse(&format!(
+                "postgresql://u@h/db?application_name=d2d&sslmode={mode}&connect_timeout=5"
+            ))
+            .unwrap();
+            assert_eq!(url.ssl_mode, want, "{mode}");
+            assert_eq!(url.config.get_ssl_mode(), pg, "{mode}");
+            assert_eq!(url.config.get_application_name(), Some("d2d"));
+            assert_eq!(
+                url.config.get_connect_timeout(),
+                Some(&std::time::Duration::from_secs(5))
+            );
+            assert_eq!(url.tls().unwrap().is_some(), want != SslMode::Disable);
+        }
+    }
+
+    #[test]
+    fn key_value_form() {
+        let url = DatabaseUrl::parse(
+            "host=db.example.com  dbname = d2d sslmode=require password='it''s \\'x\\' y' user=etl",
+        );
+        // libpq escapes a quote inside a quoted value with a backslash, not by doubling.
+        assert!(url.is_err());
+        let url = DatabaseUrl::parse(
+            "host=db.example.com  dbname = d2d sslmode=require password='a \\'b\\' c' user=etl",
+        )
+        .unwrap();
+        assert_eq!(url.ssl_mode, SslMode::Require);
+        assert_eq!(url.config.get_dbname(), Some("d2d"));
+        assert_eq!(url.config.get_user(), Some("etl"));
+        assert_eq!(url.config.get_password(), Some(&b"a 'b' c"[..]));
+    }
+
+    #[test]
+    fn root_cert_is_read_and_bad_values_are_named() {
+        let url = DatabaseUrl::parse(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Fno%2Fsuch%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(url.root_cert.as_deref(), Some(Path::new("/no/such/ca.pem")));
+        let err = url.tls().err().unwrap().to_string();
+        assert!(err.contains("/no/such/ca.pem"), "{err}");
+
+        let err = DatabaseUrl::parse("postgres://u@h/db?sslmode=always")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"always\""), "{err}");
+        assert!(DatabaseUrl::parse("postgres://u@h/db?sslrootcert=%zz").is_err());
+        assert!(DatabaseUrl::parse("host=h dbname").is_err());
+    }
+
+    #[test]
+    fn system_roots_when_no_root_cert() {
+        let url = DatabaseUrl::parse("postgres://u@h/db?sslmode=verify-full").unwrap();
+        assert!(url.roots().unwrap().len() > 50);
+    }
+}

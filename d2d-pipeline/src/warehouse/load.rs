@@ -1,0 +1,459 @@
+//! Loading one landing day: binary COPY into staging, then `CALL dwh.merge_day`, in one
+//! transaction.
+//!
+//! Rows are buffered per staging table and copied in batches of [`BATCH_ROWS`], so memory
+//! stays bounded however large the day is: the caller hands over one file's parse at a time.
+
+use std::collections::HashSet;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use d2d_model::event::EventKind;
+use d2d_model::landing::LandingName;
+use d2d_model::parse::Parsed;
+use postgres_types::{ToSql, Type};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::Transaction;
+
+use super::{db_error, LOAD_LOCK};
+use crate::error::{Error, Result};
+
+/// Rows buffered per staging table before a COPY sends them.
+pub const BATCH_ROWS: usize = 16_384;
+
+/// Settings of a day's load.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadOptions {
+    /// The distance rule: drop fixes implying more than this speed (m/s); `None` keeps all.
+    /// The rule is warehouse-wide: loading with another rule recomputes every distance.
+    pub max_speed_mps: Option<f64>,
+}
+
+/// Rows written per warehouse table by one merge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowsLoaded {
+    /// `dwh.fact_vehicle_event` rows of the day.
+    pub fact_vehicle_event: u64,
+    /// `dwh.fact_period_event` rows of the day.
+    pub fact_period_event: u64,
+    /// `dwh.dim_vehicle` rows refreshed.
+    pub dim_vehicle: u64,
+    /// `dwh.dim_operating_period` rows refreshed.
+    pub dim_operating_period: u64,
+    /// `dwh.vehicle_period_distance` rows recomputed.
+    pub vehicle_period_distance: u64,
+    /// `etl.reject` rows of the day.
+    pub reject: u64,
+}
+
+/// What one day's load did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayLoadReport {
+    /// Source objects added.
+    pub files: u64,
+    /// Non-blank lines parsed.
+    pub lines: u64,
+    /// Valid events handed to staging (distinct within their file).
+    pub events: u64,
+    /// Events equal to an earlier one, within a file (dropped by the parser) or across the
+    /// day's files (dropped by the merge).
+    pub duplicates: u64,
+    /// Refused lines.
+    pub rejects: u64,
+    /// Rows written per table.
+    pub rows: RowsLoaded,
+    /// Time spent in COPY.
+    pub copy: Duration,
+    /// Time spent in `CALL dwh.merge_day` and the commit.
+    pub merge: Duration,
+}
+
+struct VehicleRow {
+    source_key: String,
+    source_time: Option<NaiveDateTime>,
+    line: i64,
+    event: &'static str,
+    vehicle_id: String,
+    organization_id: String,
+    event_at: DateTime<Utc>,
+    lat: Option<f64>,
+    lng: Option<f64>,
+    location_at: Option<DateTime<Utc>>,
+}
+
+struct PeriodRow {
+    source_key: String,
+    source_time: Option<NaiveDateTime>,
+    line: i64,
+    event: &'static str,
+    operating_period_id: String,
+    organization_id: String,
+    event_at: DateTime<Utc>,
+    start_at: DateTime<Utc>,
+    finish_at: DateTime<Utc>,
+}
+
+struct RejectRow {
+    source_key: String,
+    source_time: Option<NaiveDateTime>,
+    line: i64,
+    code: &'static str,
+    field: Option<String>,
+    reason: String,
+    raw: String,
+}
+
+const VEHICLE_COPY: &str = "COPY staging.vehicle_event (source_key, source_time, line, event, \
+    vehicle_id, organization_id, event_at, lat, lng, location_at) FROM STDIN (FORMAT binary)";
+const VEHICLE_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::TIMESTAMP,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TIMESTAMPTZ,
+];
+const PERIOD_COPY: &str = "COPY staging.period_event (source_key, source_time, line, event, \
+    operating_period_id, organization_id, event_at, start_at, finish_at) FROM STDIN (FORMAT binary)";
+const PERIOD_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::TIMESTAMP,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+];
+const REJECT_COPY: &str = "COPY staging.reject (source_key, source_time, line, code, field, \
+    reason, raw) FROM STDIN (FORMAT binary)";
+const REJECT_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::TIMESTAMP,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+/// One landing day being loaded: an open transaction holding the load lock.
+///
+/// Add each source object's parse with [`DayLoad::add_file`], in landing order
+/// ([`d2d_model::landing::landing_order`]), then [`DayLoad::commit`]. Dropping it without
+/// committing (or any error) rolls everything back: the warehouse stays as it was.
+pub struct DayLoad<'a> {
+    tx: Transaction<'a>,
+    day: NaiveDate,
+    options: LoadOptions,
+    sources: HashSet<String>,
+    vehicles: Vec<VehicleRow>,
+    periods: Vec<PeriodRow>,
+    rejects: Vec<RejectRow>,
+    report: DayLoadReport,
+}
+
+impl<'a> DayLoad<'a> {
+    pub(super) async fn begin(
+        tx: Transaction<'a>,
+        day: NaiveDate,
+        options: LoadOptions,
+    ) -> Result<DayLoad<'a>> {
+        if let Some(v) = options.max_speed_mps {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::Config(format!(
+                    "max speed must be a positive number of m/s, not {v}"
+                )));
+            }
+        }
+        // Staging is shared by all loads: only one may fill it at a time.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOAD_LOCK])
+            .await
+            .map_err(db_error("take the load lock"))?;
+        // Empty already, unless someone wrote to it by hand; it must hold this day alone.
+        tx.batch_execute("TRUNCATE staging.vehicle_event, staging.period_event, staging.reject")
+            .await
+            .map_err(db_error("empty staging"))?;
+        Ok(DayLoad {
+            tx,
+            day,
+            options,
+            sources: HashSet::new(),
+            vehicles: Vec::new(),
+            periods: Vec::new(),
+            rejects: Vec::new(),
+            report: DayLoadReport::default(),
+        })
+    }
+
+    /// The landing day being loaded.
+    pub fn day(&self) -> NaiveDate {
+        self.day
+    }
+
+    /// Stages the parse of one source object; `key` is its landing key (the lineage written
+    /// to every row), and `parsed` must come from that object alone.
+    pub async fn add_file(&mut self, key: &str, parsed: &Parsed) -> Result<()> {
+        if !self.sources.insert(key.to_owned()) {
+            return Err(Error::DuplicateSource {
+                key: key.to_owned(),
+                day: self.day,
+            });
+        }
+        let source_key = pg_text(key);
+        let source_time = LandingName::parse(key).map(|n| n.datetime());
+        self.report.files += 1;
+        self.report.lines += parsed.lines;
+        self.report.duplicates += parsed.duplicates;
+        self.report.events += parsed.events.len() as u64;
+        self.report.rejects += parsed.rejects.len() as u64;
+        for record in &parsed.events {
+            let e = &record.event;
+            let line = line_number(record.line)?;
+            let organization_id = e.organization_id.as_str().to_owned();
+            match &e.kind {
+                EventKind::PeriodCreate(p) | EventKind::PeriodDelete(p) => {
+                    self.periods.push(PeriodRow {
+                        source_key: source_key.clone(),
+                        source_time,
+                        line,
+                        event: e.kind.verb(),
+                        operating_period_id: p.id().as_str().to_owned(),
+                        organization_id,
+                        event_at: e.at,
+                        start_at: p.start(),
+                        finish_at: p.finish(),
+                    });
+                    if self.periods.len() >= BATCH_ROWS {
+                        self.flush_periods().await?;
+                    }
+                }
+                kind => {
+                    let Some(vehicle) = kind.vehicle() else {
+                        continue;
+                    };
+                    let location = kind.location();
+                    self.vehicles.push(VehicleRow {
+                        source_key: source_key.clone(),
+                        source_time,
+                        line,
+                        event: kind.verb(),
+                        vehicle_id: vehicle.as_str().to_owned(),
+                        organization_id,
+                        event_at: e.at,
+                        lat: location.map(|l| l.position.lat()),
+                        lng: location.map(|l| l.position.lng()),
+                        location_at: location.map(|l| l.at),
+                    });
+                    if self.vehicles.len() >= BATCH_ROWS {
+                        self.flush_vehicles().await?;
+                    }
+                }
+            }
+        }
+        for reject in &parsed.rejects {
+            self.rejects.push(RejectRow {
+                source_key: source_key.clone(),
+                source_time,
+                line: line_number(reject.line)?,
+                code: reject.reason.code(),
+                field: reject.reason.field().map(pg_text),
+                reason: pg_text(&reject.reason.to_string()),
+                raw: pg_text(&String::from_utf8_lossy(&reject.raw)),
+            });
+            if self.rejects.len() >= BATCH_ROWS {
+                self.flush_rejects().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies what is buffered, merges the day into dwh, empties staging and commits.
+    pub async fn commit(mut self) -> Result<DayLoadReport> {
+        self.flush_vehicles().await?;
+        self.flush_periods().await?;
+        self.flush_rejects().await?;
+        let started = Instant::now();
+        let row = self
+            .tx
+            .query_one(
+                "CALL dwh.merge_day($1, $2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+                &[&self.day, &self.options.max_speed_mps],
+            )
+            .await
+            .map_err(db_error(format!("merge landing day {}", self.day)))?;
+        let count = |name: &str| -> u64 {
+            let v: Option<i64> = row.get(name);
+            v.map_or(0, |v| u64::try_from(v).unwrap_or(0))
+        };
+        self.report.duplicates += count("duplicate_events");
+        self.report.rows = RowsLoaded {
+            fact_vehicle_event: count("fact_vehicle_events"),
+            fact_period_event: count("fact_period_events"),
+            dim_vehicle: count("dim_vehicles"),
+            dim_operating_period: count("dim_operating_periods"),
+            vehicle_period_distance: count("distance_rows"),
+            reject: count("reject_rows"),
+        };
+        self.tx
+            .commit()
+            .await
+            .map_err(db_error(format!("commit landing day {}", self.day)))?;
+        self.report.merge = started.elapsed();
+        Ok(self.report)
+    }
+
+    async fn flush_vehicles(&mut self) -> Result<()> {
+        let rows = std::mem::take(&mut self.vehicles);
+        self.copy(
+            VEHICLE_COPY,
+            VEHICLE_TYPES,
+            "staging.vehicle_event",
+            &rows,
+            |r| {
+                vec![
+                    &r.source_key,
+                    &r.source_time,
+                    &r.line,
+                    &r.event,
+                    &r.vehicle_id,
+                    &r.organization_id,
+                    &r.event_at,
+                    &r.lat,
+                    &r.lng,
+                    &r.location_at,
+                ]
+            },
+        )
+        .await?;
+        // Reuse the allocation for the next batch.
+        self.vehicles = rows;
+        self.vehicles.clear();
+        Ok(())
+    }
+
+    async fn flush_periods(&mut self) -> Result<()> {
+        let rows = std::mem::take(&mut self.periods);
+        self.copy(
+            PERIOD_COPY,
+            PERIOD_TYPES,
+            "staging.period_event",
+            &rows,
+            |r| {
+                vec![
+                    &r.source_key,
+                    &r.source_time,
+                    &r.line,
+                    &r.event,
+                    &r.operating_period_id,
+                    &r.organization_id,
+                    &r.event_at,
+                    &r.start_at,
+                    &r.finish_at,
+                ]
+            },
+        )
+        .await?;
+        self.periods = rows;
+        self.periods.clear();
+        Ok(())
+    }
+
+    async fn flush_rejects(&mut self) -> Result<()> {
+        let rows = std::mem::take(&mut self.rejects);
+        self.copy(REJECT_COPY, REJECT_TYPES, "staging.reject", &rows, |r| {
+            vec![
+                &r.source_key,
+                &r.source_time,
+                &r.line,
+                &r.code,
+                &r.field,
+                &r.reason,
+                &r.raw,
+            ]
+        })
+        .await?;
+        self.rejects = rows;
+        self.rejects.clear();
+        Ok(())
+    }
+
+    async fn copy<R>(
+        &mut self,
+        statement: &str,
+        types: &[Type],
+        table: &str,
+        rows: &[R],
+        values: impl for<'r> Fn(&'r R) -> Vec<&'r (dyn ToSql + Sync)>,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let context = || format!("COPY {} rows into {table}", rows.len());
+        let sink = self
+            .tx
+            .copy_in(statement)
+            .await
+            .map_err(db_error(context()))?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, types));
+        for row in rows {
+            writer
+                .as_mut()
+                .write(&values(row))
+                .await
+                .map_err(db_error(context()))?;
+        }
+        writer.finish().await.map_err(db_error(context()))?;
+        self.report.copy += started.elapsed();
+        Ok(())
+    }
+}
+
+fn line_number(line: u64) -> Result<i64> {
+    i64::try_from(line).map_err(|_| Error::Config(format!("line number {line} is out of range")))
+}
+
+/// PostgreSQL text cannot hold NUL; a raw line or reason quoting one keeps U+FFFD instead
+/// (the line itself is kept byte for byte in the lake's quarantine).
+fn pg_text(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_text_replaces_nul_only() {
+        assert_eq!(pg_text("a\0b"), "a\u{FFFD}b");
+        assert_eq!(pg_text("plain é"), "plain é");
+    }
+
+    #[test]
+    fn copy_statements_list_as_many_columns_as_types() {
+        for (sql, types) in [
+            (VEHICLE_COPY, VEHICLE_TYPES),
+            (PERIOD_COPY, PERIOD_TYPES),
+            (REJECT_COPY, REJECT_TYPES),
+        ] {
+            let cols = sql
+                .split_once('(')
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(cols, _)| cols.split(',').count())
+                .unwrap();
+            assert_eq!(cols, types.len(), "{sql}");
+        }
+    }
+}

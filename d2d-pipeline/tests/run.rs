@@ -1,0 +1,437 @@
+//! The daily run end to end, on the real services: a local-folder landing and lake, moto S3
+//! for both, the real PostgreSQL (a fresh database per test). Re-runs, rebuilds from the lake,
+//! `--move`, rejects, failures and back-fills.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use d2d_model::distance::{averages, period_distances, DistanceOptions};
+use d2d_model::parse::{parse_bytes, Parsed};
+use d2d_model::period::resolve_periods;
+use d2d_model::track::tracks;
+use d2d_pipeline::run::{no_events, run_day, run_days, Phase, RunConfig, RunEvent};
+use d2d_pipeline::store::Store;
+use d2d_pipeline::warehouse::{TableChecksum, Warehouse};
+use d2d_pipeline::Error;
+use futures_util::{StreamExt, TryStreamExt};
+use support::{copy_tree, landing_dir, read_tree, sample_day, TempDir, TestDb};
+
+fn june_1() -> NaiveDate {
+    "2019-06-01".parse().unwrap()
+}
+
+async fn checksums(db: &TestDb) -> Vec<TableChecksum> {
+    Warehouse::connect(&db.url)
+        .await
+        .unwrap()
+        .dwh_checksums()
+        .await
+        .unwrap()
+}
+
+async fn query_i64(db: &TestDb, sql: &str) -> i64 {
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    wh.client().query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The bi view must equal d2d-model on the same files (1e-6 m).
+async fn assert_bi_matches_model(db: &TestDb, files: &[(String, Vec<u8>)]) {
+    let all = Parsed::merge(files.iter().map(|(k, b)| parse_bytes(k, b)));
+    let events = || all.events.iter().map(|r| &r.event);
+    let periods = resolve_periods(events());
+    let rows = period_distances(&periods, &tracks(events()), &DistanceOptions::default());
+    let (expected, _) = averages(&periods, &rows);
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let got = wh.period_averages().await.unwrap();
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(g.operating_period_id, e.period.as_str());
+        assert_eq!(g.vehicles as u64, e.vehicles);
+        assert!(
+            (g.total_metres - e.total_metres).abs() < 1e-6,
+            "{g:?} {e:?}"
+        );
+        assert_eq!(g.avg_metres.is_some(), e.avg_metres.is_some());
+        if let (Some(a), Some(b)) = (g.avg_metres, e.avg_metres) {
+            assert!((a - b).abs() < 1e-6, "{g:?} {e:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
+    let db = TestDb::create().await;
+    let (landing, lake) = (TempDir::new("landing"), TempDir::new("lake"));
+    copy_tree(&landing_dir(), landing.path());
+    let mut config = RunConfig::new(
+        landing.path().to_str().unwrap(),
+        lake.path().to_str().unwrap(),
+        &db.url,
+    );
+    config.layout = "nested:data/resources".parse().unwrap();
+
+    // Phases are announced in order and each finishes.
+    let seen = Mutex::new(Vec::new());
+    let record = |e: &RunEvent<'_>| {
+        if let RunEvent::PhaseFinished { phase, .. } = e {
+            seen.lock().unwrap().push(*phase);
+        }
+    };
+    let started = std::time::Instant::now();
+    let first = run_day(&config, june_1(), &record).await.unwrap();
+    eprintln!(
+        "first run of the sample day: {:?} {:?}",
+        started.elapsed(),
+        first.phases
+    );
+    assert_eq!(
+        seen.into_inner().unwrap(),
+        [
+            Phase::List,
+            Phase::Archive,
+            Phase::Load,
+            Phase::Quarantine,
+            Phase::Merge
+        ]
+    );
+    let files = sample_day();
+    assert_eq!(first.counts.files, 717);
+    assert_eq!(
+        first.counts.bytes,
+        files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    );
+    assert_eq!(first.counts.lines, 35_290);
+    assert_eq!(first.copied_server_side, 717);
+    assert!(first.quarantine.is_none());
+    assert_bi_matches_model(&db, &files).await;
+    let reference = checksums(&db).await;
+
+    // Every archived file is byte-identical to its landing file.
+    let archived = read_tree(&lake.path().join("raw/dt=2019-06-01"));
+    assert_eq!(archived, files);
+
+    // Three runs in all: the lake is already complete, the warehouse unchanged.
+    for _ in 0..2 {
+        let again = run_day(&config, june_1(), &no_events).await.unwrap();
+        assert_eq!(again.already_archived, 717);
+        assert_eq!(checksums(&db).await, reference);
+    }
+
+    // --move: the landing files go, after the load.
+    config.move_landing = true;
+    let moved = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(moved.landing_deleted, 717);
+    assert!(read_tree(landing.path()).is_empty());
+    assert_eq!(checksums(&db).await, reference);
+
+    // Landing is empty now: a plain run fails (and says why), a run from the lake rebuilds.
+    config.move_landing = false;
+    let err = run_day(&config, june_1(), &no_events).await.unwrap_err();
+    assert!(matches!(&err, Error::Run { phase, .. } if *phase == Phase::List.doing()));
+    assert!(
+        err.to_string().contains("no landing files of 2019-06-01"),
+        "{err}"
+    );
+    config.from_lake = true;
+    let rebuilt = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(rebuilt.counts.files, 717);
+    assert_eq!(checksums(&db).await, reference);
+
+    let runs = Warehouse::connect(&db.url).await.unwrap();
+    let statuses: Vec<(String, bool, Option<i64>, Option<String>)> = runs
+        .client()
+        .query(
+            "SELECT status, from_lake, files, error FROM etl.load_run ORDER BY run_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let status: Vec<&str> = statuses.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(
+        status,
+        [
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "failed",
+            "succeeded"
+        ]
+    );
+    assert!(statuses[5].1);
+    assert!(statuses[4]
+        .3
+        .as_deref()
+        .unwrap()
+        .contains("no landing files"));
+    // Each archiving run's manifest lists the 717 files with the same checksums.
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT count(DISTINCT (landing_key, lake_key, size, sha256)) FROM etl.file_manifest"
+        )
+        .await,
+        717
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM etl.file_manifest").await,
+        717 * 5
+    );
+}
+
+#[tokio::test]
+async fn s3_landing_and_lake_on_moto() {
+    let db = TestDb::create().await;
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let landing_url = format!("s3://d2d-run-landing-{tag}/incoming");
+    let lake_url = format!("s3://d2d-run-lake-{tag}");
+    let landing = Store::open(&landing_url).await.unwrap();
+    landing.create_if_missing().await.unwrap();
+    Store::open(&lake_url)
+        .await
+        .unwrap()
+        .create_if_missing()
+        .await
+        .unwrap();
+    let files = sample_day();
+    let started = std::time::Instant::now();
+    futures_util::stream::iter(files.iter().map(|(key, bytes)| {
+        let landing = landing.clone();
+        async move { landing.put(key, Bytes::from(bytes.clone())).await }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<()>>()
+    .await
+    .unwrap();
+    eprintln!(
+        "populated moto with the sample day in {:?}",
+        started.elapsed()
+    );
+
+    // One run archives (server-side), loads and moves; a second rebuilds from the lake alone.
+    let mut config = RunConfig::new(&landing_url, &lake_url, &db.url);
+    config.layout = "nested:data/resources".parse().unwrap();
+    config.move_landing = true;
+    let started = std::time::Instant::now();
+    let report = run_day(&config, june_1(), &no_events).await.unwrap();
+    eprintln!(
+        "S3 run of the sample day: {:?} {:?}",
+        started.elapsed(),
+        report.phases
+    );
+    assert_eq!(report.counts.files, 717);
+    assert_eq!(report.copied_server_side, 717, "same service: CopyObject");
+    assert_eq!(report.landing_deleted, 717);
+    assert!(landing.list("").await.unwrap().is_empty());
+    assert_bi_matches_model(&db, &files).await;
+    let reference = checksums(&db).await;
+
+    config.move_landing = false;
+    config.from_lake = true;
+    let rebuilt = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(rebuilt.counts.files, 717);
+    assert_eq!(checksums(&db).await, reference);
+}
+
+const GOOD: &str = r#"{"event":"update","on":"vehicle","at":"2019-06-01T18:17:10.101Z","data":{"id":"v1","location":{"lat":52.45,"lng":13.46,"at":"2019-06-01T18:17:10.101Z"}},"organization_id":"org-id"}"#;
+const PERIOD: &str = r#"{"event":"create","on":"operating_period","at":"2019-06-01T18:00:00Z","data":{"id":"op_1","start":"2019-06-01T18:00:00Z","finish":"2019-06-01T19:00:00Z"},"organization_id":"org-id"}"#;
+
+#[tokio::test]
+async fn rejects_go_to_the_quarantine_and_etl_reject_and_valid_lines_load() {
+    let db = TestDb::create().await;
+    let (landing, lake) = (TempDir::new("landing"), TempDir::new("lake"));
+    let key = "data/2019-06-01-15-17-10-events.json";
+    let second = GOOD.replace("10.101Z", "11.000Z").replace("52.45", "52.46");
+    let bad = format!(
+        "{PERIOD}\n{GOOD}\n{{\"event\":\"update\"\n{}\n\n{second}\n",
+        GOOD.replace("52.45", "91.2")
+    );
+    std::fs::create_dir_all(landing.path().join("data")).unwrap();
+    std::fs::write(landing.path().join(key), &bad).unwrap();
+    let config = RunConfig::new(
+        landing.path().to_str().unwrap(),
+        lake.path().to_str().unwrap(),
+        &db.url,
+    );
+    let report = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!((report.counts.lines, report.counts.rejects), (5, 2));
+    assert_eq!(report.counts.rows.fact_vehicle_event, 2);
+    assert_eq!(report.counts.rows.vehicle_period_distance, 1);
+
+    let q = report.quarantine.unwrap();
+    assert_eq!(q.key, "quarantine/dt=2019-06-01/rejects.ndjson");
+    let text = std::fs::read_to_string(lake.path().join(&q.key)).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["source"], key);
+    assert_eq!(lines[0]["line"], 3);
+    assert_eq!(lines[0]["code"], "invalid_json");
+    assert_eq!(lines[1]["line"], 4);
+    assert_eq!(lines[1]["field"], "data.location.lat");
+    assert!(lines[1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("91.2 is outside"));
+
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let rows = wh
+        .client()
+        .query(
+            "SELECT source_key, line, code, reason, raw FROM etl.reject ORDER BY line",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, String>(0), key);
+    assert_eq!(rows[0].get::<_, i64>(1), 3);
+    assert_eq!(rows[0].get::<_, String>(4), "{\"event\":\"update\"");
+    assert_eq!(rows[1].get::<_, String>(2), "invalid_coordinate");
+
+    // The file is fixed and the day re-run: rejects and quarantine are gone.
+    std::fs::write(
+        landing.path().join(key),
+        format!("{PERIOD}\n{GOOD}\n{second}\n"),
+    )
+    .unwrap();
+    let report = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(report.counts.rejects, 0);
+    assert!(report.quarantine.is_none());
+    assert!(!lake
+        .path()
+        .join("quarantine/dt=2019-06-01/rejects.ndjson")
+        .exists());
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM etl.reject").await, 0);
+}
+
+#[tokio::test]
+async fn failure_mid_load_is_recorded_and_leaves_dwh_unchanged() {
+    let db = TestDb::create().await;
+    let (landing, lake) = (TempDir::new("landing"), TempDir::new("lake"));
+    let key = "data/2019-06-01-15-17-10-events.json";
+    std::fs::create_dir_all(landing.path().join("data")).unwrap();
+    std::fs::write(landing.path().join(key), format!("{PERIOD}\n{GOOD}\n")).unwrap();
+    let config = RunConfig::new(
+        landing.path().to_str().unwrap(),
+        lake.path().to_str().unwrap(),
+        &db.url,
+    );
+    run_day(&config, june_1(), &no_events).await.unwrap();
+    let before = checksums(&db).await;
+
+    // A late file arrives; the merge will hit a rule that no new distance row can pass.
+    std::fs::write(
+        landing.path().join("data/2019-06-01-15-17-11-events.json"),
+        GOOD.replace("10.101Z", "12.000Z").replace("13.46", "13.47"),
+    )
+    .unwrap();
+    Warehouse::connect(&db.url)
+        .await
+        .unwrap()
+        .client()
+        .batch_execute(
+            "ALTER TABLE dwh.vehicle_period_distance
+                 ADD CONSTRAINT injected_failure CHECK (false) NOT VALID",
+        )
+        .await
+        .unwrap();
+    let err = run_day(&config, june_1(), &no_events).await.unwrap_err();
+    let Error::Run { run_id, phase, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*phase, Phase::Merge.doing());
+    assert!(err.to_string().contains("injected_failure"), "{err}");
+    assert_eq!(checksums(&db).await, before);
+
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let row = wh
+        .client()
+        .query_one(
+            "SELECT status, error, files, finished_at IS NOT NULL FROM etl.load_run WHERE run_id = $1",
+            &[&run_id.unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    assert!(row.get::<_, String>(1).contains("injected_failure"));
+    assert_eq!(row.get::<_, Option<i64>>(2), Some(2));
+    assert!(row.get::<_, bool>(3));
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT (SELECT count(*) FROM staging.vehicle_event) + (SELECT count(*) FROM staging.reject)"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn back_fill_runs_each_day_of_the_range() {
+    let db = TestDb::create().await;
+    let (landing, lake) = (TempDir::new("landing"), TempDir::new("lake"));
+    std::fs::create_dir_all(landing.path().join("data")).unwrap();
+    for (name, line) in [
+        ("data/2019-06-01-23-0-0-events.json", PERIOD.to_owned()),
+        ("data/2019-06-01-23-0-1-events.json", GOOD.to_owned()),
+        (
+            "data/2019-06-02-0-0-0-events.json",
+            GOOD.replace("2019-06-01T18:17:10.101Z", "2019-06-01T18:30:00Z")
+                .replace("52.45", "52.5"),
+        ),
+    ] {
+        std::fs::write(landing.path().join(name), line).unwrap();
+    }
+    let mut config = RunConfig::new(
+        landing.path().to_str().unwrap(),
+        lake.path().to_str().unwrap(),
+        &db.url,
+    );
+    config.layout = "flat:data".parse().unwrap();
+    let reports = run_days(&config, june_1(), "2019-06-02".parse().unwrap(), &no_events)
+        .await
+        .unwrap();
+    let days: Vec<(String, u64)> = reports
+        .iter()
+        .map(|r| (r.day.to_string(), r.counts.files))
+        .collect();
+    assert_eq!(days, [("2019-06-01".into(), 2), ("2019-06-02".into(), 1)]);
+    assert!(lake
+        .path()
+        .join("raw/dt=2019-06-02/data/2019-06-02-0-0-0-events.json")
+        .exists());
+    // The late fix of day 2 counts in op_1 (18:00-19:00) with day 1's fix.
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let avg = wh.period_averages().await.unwrap();
+    assert_eq!(avg.len(), 1);
+    assert_eq!(avg[0].vehicles, 1);
+    assert!(avg[0].total_metres > 5_000.0);
+
+    // A range with a day without files stops there, and says which.
+    let err = run_days(&config, june_1(), "2019-06-03".parse().unwrap(), &no_events)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("2019-06-03"), "{err}");
+    assert!(
+        run_days(&config, "2019-06-02".parse().unwrap(), june_1(), &no_events)
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,228 @@
+//! The `setup_warehouse` and `daily_load` binaries as an operator runs them, against the real
+//! PostgreSQL of `DATABASE_URL` (a fresh database for the test): settings from flags and from
+//! the environment, JSON logs off a terminal, the summary and the BI answer, and on failure
+//! exit status 1, the cause, and the alert command with the failure summary.
+
+// Tests fail loudly on purpose: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use d2d::pipeline::warehouse::Warehouse;
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A database of its own, dropped at the end (also on panic).
+struct TestDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn create(tag: &str) -> TestDb {
+        let admin = std::env::var("DATABASE_URL")
+            .expect("DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("d2d_test_{tag}_{}_{nanos}", std::process::id());
+        let wh = Warehouse::connect(&admin).await.unwrap();
+        // Our own [a-z0-9_] name: safe to splice (identifiers cannot be bound).
+        wh.client()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+        let server = &base[..base.rfind('/').unwrap()];
+        let url = if query.is_empty() {
+            format!("{server}/{name}")
+        } else {
+            format!("{server}/{name}?{query}")
+        };
+        TestDb { admin, name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(wh) = Warehouse::connect(&admin).await {
+                    let _ = wh
+                        .client()
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+const PERIOD: &str = r#"{"event":"create","on":"operating_period","at":"2019-06-01T18:00:00Z","data":{"id":"op_1","start":"2019-06-01T18:00:00Z","finish":"2019-06-01T19:00:00Z"},"organization_id":"org-id"}"#;
+const FIX: &str = r#"{"event":"update","on":"vehicle","at":"2019-06-01T18:17:10.101Z","data":{"id":"v1","location":{"lat":52.45,"lng":13.46,"at":"2019-06-01T18:17:10.101Z"}},"organization_id":"org-id"}"#;
+
+fn write_landing(dir: &Path) {
+    let nested = dir.join("data/resources/2019/06/01/15/17");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::write(
+        nested.join("2019-06-01-15-17-3-events.txt"),
+        format!("{PERIOD}\n{FIX}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        nested.join("2019-06-01-15-17-4-events.txt"),
+        FIX.replace("10.101Z", "20.000Z").replace("52.45", "52.46"),
+    )
+    .unwrap();
+}
+
+fn run(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(example(name));
+    cmd.args(args).env_remove("DATABASE_URL");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("{name} runs: {e}"))
+}
+
+#[tokio::test]
+async fn setup_then_load_then_fail_with_an_alert() {
+    let db = TestDb::create("cli").await;
+    let tmp = std::env::temp_dir().join(format!("d2d-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (landing, lake) = (tmp.join("landing"), tmp.join("lake"));
+    write_landing(&landing);
+
+    let out = run("setup_warehouse", &["--database-url", &db.url], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("applied 0001_schemas_and_audit"));
+    let out = run("setup_warehouse", &[], &[("DATABASE_URL", &db.url)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(0 applied now"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Settings from the environment; stderr is not a terminal, so logs are JSON lines.
+    let envs = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("D2D_LANDING", landing.to_str().unwrap()),
+        ("D2D_LAKE", lake.to_str().unwrap()),
+    ];
+    let out = run("daily_load", &["--date", "2019-06-01"], &envs);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("d2d daily load of 2019-06-01 — run 1 succeeded"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("files             2"), "{stdout}");
+    assert!(stdout.contains("op_1"), "{stdout}");
+    assert!(
+        stdout.contains("over all 1 (period, vehicle) pairs of 1 periods"),
+        "{stdout}"
+    );
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(logs
+        .iter()
+        .any(|l| l["fields"]["message"] == "run summary" && l["fields"]["files"] == 2));
+    assert!(lake
+        .join("raw/dt=2019-06-01/data/resources/2019/06/01/15/17/2019-06-01-15-17-3-events.txt")
+        .exists());
+
+    // A late file and a merge that cannot succeed: exit 1, cause on stderr, alert run.
+    std::fs::write(
+        landing.join("data/resources/2019/06/01/15/17/2019-06-01-15-17-5-events.txt"),
+        FIX.replace("10.101Z", "30.000Z").replace("52.45", "52.47"),
+    )
+    .unwrap();
+    Warehouse::connect(&db.url)
+        .await
+        .unwrap()
+        .client()
+        .batch_execute(
+            "ALTER TABLE dwh.vehicle_period_distance ADD CONSTRAINT injected_failure CHECK (false) NOT VALID",
+        )
+        .await
+        .unwrap();
+    let alert = tmp.join("alert.txt");
+    let command = format!(
+        "cat > '{0}' && printf '%s' \"$D2D_ALERT_SUMMARY\" > '{0}.env'",
+        alert.display()
+    );
+    let out = run(
+        "daily_load",
+        &["--date", "2019-06-01", "--alert-command", &command],
+        &envs,
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("d2d daily_load FAILED"), "{stderr}");
+    assert!(stderr.contains("injected_failure"), "{stderr}");
+    let summary = std::fs::read_to_string(&alert).unwrap();
+    for expected in [
+        "d2d daily_load FAILED",
+        "day: 2019-06-01",
+        "run: 2 (etl.load_run)",
+        "phase: merging",
+        "injected_failure",
+    ] {
+        assert!(summary.contains(expected), "{expected:?} in {summary}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(tmp.join("alert.txt.env")).unwrap(),
+        summary.trim_end()
+    );
+
+    // The audit says what happened; the failed run changed nothing in dwh.
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let runs: Vec<(String, i64)> = wh
+        .client()
+        .query(
+            "SELECT status, files FROM etl.load_run ORDER BY run_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(runs, [("succeeded".into(), 2), ("failed".into(), 3)]);
+    let facts: i64 = wh
+        .client()
+        .query_one("SELECT count(*) FROM dwh.fact_vehicle_event", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(facts, 2);
+
+    // Bad arguments are refused by the parser, before anything runs.
+    let out = run(
+        "daily_load",
+        &["--date", "2019-06-01", "--from", "2019-06-01"],
+        &envs,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&tmp);
+}

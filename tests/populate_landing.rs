@@ -1,0 +1,136 @@
+//! Runs the `populate_landing` example as a user would: to a local folder and to the moto S3
+//! server of `scripts/services` (that half needs `D2D_S3_ENDPOINT`; without it, it says so).
+//!
+//! `cargo test` builds the examples next to the test binary (`target/<profile>/examples/`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use d2d::pipeline::store::{Store, StoreOptions};
+
+fn populate_landing(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let mut command = Command::new(profile_dir.join("examples").join("populate_landing"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("D2D_LANDING")
+        .env_remove("D2D_DATE");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("populate_landing runs")
+}
+
+fn sample() -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let key = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                out.insert(key, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/landing");
+    let mut out = BTreeMap::new();
+    walk(&root, &root, &mut out);
+    out
+}
+
+async fn assert_holds_sample(store: &Store) {
+    let expected = sample();
+    let listed = store.list("").await.unwrap();
+    let keys: Vec<&String> = listed.iter().map(|o| &o.key).collect();
+    assert_eq!(keys, expected.keys().collect::<Vec<_>>());
+    for (key, bytes) in &expected {
+        assert_eq!(&store.get(key).await.unwrap()[..], &bytes[..], "{key}");
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("d2d-populate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test]
+async fn uploads_the_sample_day_to_a_folder() {
+    let dir = temp_dir("local");
+    let to = dir.to_str().unwrap();
+    let text = ok(&populate_landing(
+        &["--from", "testdata/landing", "--to", to],
+        &[],
+    ));
+    assert!(text.starts_with("uploaded 717 files"), "{text}");
+    assert_holds_sample(&Store::local(&dir)).await;
+
+    // Again: same content, nothing half-written or duplicated.
+    ok(&populate_landing(&["--to", to], &[]));
+    assert_holds_sample(&Store::local(&dir)).await;
+
+    // One day only, from the environment: no file of 2019-06-02 exists.
+    let other = temp_dir("other-day");
+    let text = ok(&populate_landing(
+        &[],
+        &[
+            ("D2D_LANDING", other.to_str().unwrap()),
+            ("D2D_DATE", "2019-06-02"),
+        ],
+    ));
+    assert!(text.starts_with("uploaded 0 files"), "{text}");
+}
+
+#[tokio::test]
+async fn uploads_the_sample_day_to_s3() {
+    let Ok(endpoint) = std::env::var("D2D_S3_ENDPOINT") else {
+        eprintln!("SKIPPED: D2D_S3_ENDPOINT is unset; run `eval \"$(scripts/services start)\"` or scripts/test");
+        return;
+    };
+    let url = format!("s3://d2d-populate-tests/run-{}/", std::process::id());
+    let text = ok(&populate_landing(
+        &["--to", &url, "--create-bucket", "--date", "2019-06-01"],
+        &[],
+    ));
+    assert!(text.starts_with("uploaded 717 files"), "{text}");
+    let options = StoreOptions {
+        s3_endpoint: Some(endpoint),
+        ..StoreOptions::default()
+    };
+    assert_holds_sample(&Store::open_with(&url, &options).await.unwrap()).await;
+}
+
+#[test]
+fn fails_with_the_cause() {
+    let out = populate_landing(&["--from", "does/not/exist", "--to", "unused"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("does/not/exist") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let out = populate_landing(&["--from", "testdata/landing"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--to"));
+}
