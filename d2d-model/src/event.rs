@@ -95,6 +95,24 @@ macro_rules! id_type {
                 Self::new(s).map_err(serde::de::Error::custom)
             }
         }
+
+        /// Binds as text (`text`, `varchar`, ...), with the `postgres` feature.
+        #[cfg(feature = "postgres")]
+        impl postgres_types::ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &postgres_types::Type,
+                out: &mut bytes::BytesMut,
+            ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                <&str as postgres_types::ToSql>::to_sql(&self.as_str(), ty, out)
+            }
+
+            fn accepts(ty: &postgres_types::Type) -> bool {
+                <&str as postgres_types::ToSql>::accepts(ty)
+            }
+
+            postgres_types::to_sql_checked!();
+        }
     };
 }
 
@@ -447,6 +465,19 @@ mod tests {
         assert!(VehicleId::new("a\nb").is_err());
         assert!(VehicleId::new("x".repeat(257)).is_err());
         assert_eq!(VehicleId::new("op_1").unwrap().as_str(), "op_1");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn ids_bind_as_postgres_text() {
+        use postgres_types::{ToSql, Type};
+        let mut out = bytes::BytesMut::new();
+        let id = VehicleId::new("3a3eb23a").unwrap();
+        id.to_sql_checked(&Type::TEXT, &mut out).unwrap();
+        assert_eq!(&out[..], b"3a3eb23a");
+        assert!(<PeriodId as ToSql>::accepts(&Type::VARCHAR));
+        assert!(!<PeriodId as ToSql>::accepts(&Type::INT4));
+        assert!(id.to_sql_checked(&Type::INT4, &mut out).is_err());
     }
 
     #[test]
