@@ -1,0 +1,24 @@
+# The daily job as a container image (cron, Kubernetes CronJob, AWS Batch).
+#
+#   docker build -t d2d .
+#   docker run --rm -e DATABASE_URL=postgres://... -e D2D_LANDING=s3://landing/data \
+#       -e D2D_LAKE=s3://lake -e AWS_REGION=eu-central-1 d2d --date 2019-06-01
+#
+# Off a terminal the job writes JSON log lines; its exit status says whether the day loaded.
+# Note: no container engine runs on the machines this project is developed and tested on, so
+# this file is not built in CI.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked \
+      --example daily_load --example setup_warehouse --example populate_landing
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/examples/daily_load \
+                  /src/target/release/examples/setup_warehouse \
+                  /src/target/release/examples/populate_landing /usr/local/bin/
+USER 65534:65534
+ENTRYPOINT ["daily_load"]
