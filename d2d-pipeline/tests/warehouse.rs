@@ -500,7 +500,8 @@ async fn rerun_drops_removed_files_and_takes_late_ones() {
             fix("v3", "2019-06-01T10:21:00Z", 40.01, -3.0),
         ],
     );
-    // Second run: the second file is gone, a late file has arrived.
+    // Second run: the second file was deleted from the lake's raw/dt=D/ (the only way a file
+    // leaves a day: the run loads what the lake holds), a late file has arrived.
     let second: Vec<(String, Vec<u8>)> = vec![d1[0].clone(), d1[2].clone(), late];
 
     let db = TestDb::create().await;

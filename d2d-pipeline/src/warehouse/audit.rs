@@ -68,7 +68,7 @@ pub struct RunCounts {
     pub bytes: u64,
     /// Non-blank lines.
     pub lines: u64,
-    /// Valid events (distinct within their file).
+    /// Distinct valid events loaded (`lines == events + duplicates + rejects`).
     pub events: u64,
     /// Events equal to an earlier one of the day.
     pub duplicates: u64,

@@ -54,7 +54,9 @@ pub struct DayLoadReport {
     pub files: u64,
     /// Non-blank lines parsed.
     pub lines: u64,
-    /// Valid events handed to staging (distinct within their file).
+    /// Distinct valid events loaded: staged events (distinct within their file) less those
+    /// the merge dropped as equal to an event of an earlier file of the day. So
+    /// `lines == events + duplicates + rejects`.
     pub events: u64,
     /// Events equal to an earlier one, within a file (dropped by the parser) or across the
     /// day's files (dropped by the merge).
@@ -215,7 +217,7 @@ impl<'a> DayLoad<'a> {
         self.report.rejects += parsed.rejects.len() as u64;
         for record in &parsed.events {
             let e = &record.event;
-            let line = line_number(record.line)?;
+            let line = line_number(key, record.line)?;
             let organization_id = e.organization_id.as_str().to_owned();
             match &e.kind {
                 EventKind::PeriodCreate(p) | EventKind::PeriodDelete(p) => {
@@ -261,7 +263,7 @@ impl<'a> DayLoad<'a> {
             self.rejects.push(RejectRow {
                 source_key: source_key.clone(),
                 source_time,
-                line: line_number(reject.line)?,
+                line: line_number(key, reject.line)?,
                 code: reject.reason.code(),
                 field: reject.reason.field().map(pg_text),
                 reason: pg_text(&reject.reason.to_string()),
@@ -292,7 +294,9 @@ impl<'a> DayLoad<'a> {
             let v: Option<i64> = row.get(name);
             v.map_or(0, |v| u64::try_from(v).unwrap_or(0))
         };
-        self.report.duplicates += count("duplicate_events");
+        let across_files = count("duplicate_events");
+        self.report.duplicates += across_files;
+        self.report.events = self.report.events.saturating_sub(across_files);
         self.report.rows = RowsLoaded {
             fact_vehicle_event: count("fact_vehicle_events"),
             fact_period_event: count("fact_period_events"),
@@ -416,8 +420,10 @@ impl<'a> DayLoad<'a> {
     }
 }
 
-fn line_number(line: u64) -> Result<i64> {
-    i64::try_from(line).map_err(|_| Error::Config(format!("line number {line} is out of range")))
+fn line_number(key: &str, line: u64) -> Result<i64> {
+    i64::try_from(line).map_err(|_| Error::Internal {
+        context: format!("staging {key:?}: line number {line} does not fit a bigint"),
+    })
 }
 
 /// PostgreSQL text cannot hold NUL; a raw line or reason quoting one keeps U+FFFD instead
