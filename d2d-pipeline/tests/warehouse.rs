@@ -688,6 +688,46 @@ async fn loader_role_loads_and_bi_role_reads_only_bi() {
 }
 
 #[tokio::test]
+async fn roles_reach_objects_created_by_later_migrations() {
+    let db = TestDb::create().await;
+    let wh = fresh(&db).await;
+    // What a future migration would do, as the same owner that ran the others.
+    wh.client()
+        .batch_execute(
+            "CREATE TABLE dwh.later_table (n int);
+             CREATE PROCEDURE dwh.later_proc() LANGUAGE sql AS 'SELECT 1';
+             CREATE VIEW bi.later_view AS SELECT 1 AS one;",
+        )
+        .await
+        .unwrap();
+    wh.client()
+        .batch_execute(
+            "SET ROLE d2d_loader;
+             INSERT INTO dwh.later_table VALUES (1);
+             CALL dwh.later_proc();
+             RESET ROLE; SET ROLE d2d_bi",
+        )
+        .await
+        .unwrap();
+    let one: i32 = wh
+        .client()
+        .query_one("SELECT one FROM bi.later_view", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+    let err = wh
+        .client()
+        .query_one("SELECT count(*) FROM dwh.later_table", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+}
+
+#[tokio::test]
 async fn tls_modes_against_a_server_without_tls() {
     let db = TestDb::create().await;
     // `prefer` falls back to plain TCP; `require` must not.

@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "roles",
         sql: include_str!("../../migrations/0006_roles.sql"),
     },
+    Migration {
+        version: 7,
+        name: "default_privileges",
+        sql: include_str!("../../migrations/0007_default_privileges.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migration runs within a database.
