@@ -23,7 +23,14 @@
 //! on stderr (`RUST_LOG` filters them). Re-running a day is safe and gives the same warehouse.
 //! Exit status 0 on success; 1 on failure, with the cause on stderr, the run recorded as
 //! failed, and the alert command (if any) run with the failure summary on its standard input
-//! and in `D2D_ALERT_SUMMARY`.
+//! and in `D2D_ALERT_SUMMARY`. A failure *after* the load was committed (writing the
+//! quarantine file, deleting landing files with `--move`) exits 3 and alerts too, but the run
+//! is recorded as `succeeded` with `error` = `quarantine: …` / `cleanup: …`: the load stands,
+//! and re-running the day finishes the work. In a back-fill, the reports of the days that
+//! succeeded are printed before the failure.
+//!
+//! The day comes from `--date`, or `--from`/`--to`; only when none of them is given, from
+//! `D2D_DATE` (so a `D2D_DATE` in the environment never conflicts with a back-fill).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -43,8 +50,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The landing day to load (YYYY-MM-DD): the date in the files' names.
-    #[arg(long, env = "D2D_DATE", required_unless_present = "from", conflicts_with_all = ["from", "to"])]
+    /// The landing day to load (YYYY-MM-DD): the date in the files' names. Without --date,
+    /// --from or --to, the environment variable D2D_DATE gives it.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
     date: Option<NaiveDate>,
     /// First day of a back-fill (with --to); days run in order, each as its own run.
     #[arg(long, requires = "to")]
@@ -74,9 +82,14 @@ struct Args {
     /// Delete the landing files after they are archived, verified and loaded.
     #[arg(long = "move", env = "D2D_MOVE")]
     move_landing: bool,
-    /// Succeed on a day without files (its earlier load is then emptied) instead of failing.
+    /// Succeed on a day without files, in landing and in the lake (its earlier load is then
+    /// emptied), instead of failing.
     #[arg(long, env = "D2D_ALLOW_EMPTY")]
     allow_empty: bool,
+    /// Let a landing file rewritten under an already archived name replace the lake's copy;
+    /// without it such a file fails the run, naming both sizes and SHA-256s.
+    #[arg(long, env = "D2D_REPLACE_CHANGED")]
+    replace_changed: bool,
     /// Drop GPS fixes implying a speed above this (m/s) from the distances; off by default
     /// (the sample is a sped-up replay). Warehouse-wide: a change recomputes every distance.
     #[arg(long, env = "D2D_MAX_SPEED_MPS")]
@@ -115,23 +128,45 @@ async fn main() -> ExitCode {
     let config = config(&args);
     let progress = Bars::new(bars);
     let events = |e: &RunEvent<'_>| progress.on(e);
-    let result = match (args.date, args.from, args.to) {
-        (Some(day), _, _) => run::run_day(&config, day, &events).await.map(|r| vec![r]),
-        (None, Some(from), Some(to)) => run::run_days(&config, from, to, &events).await,
-        _ => unreachable_args(),
+    let (from, to) = match days(&args) {
+        Ok(days) => days,
+        Err(e) => e.exit(),
     };
+    // Day by day, so that a failing back-fill still reports the days it loaded.
+    let mut reports = Vec::new();
+    let mut result = Ok(());
+    if to < from {
+        result = run::run_days(&config, from, to, &events).await.map(|_| ());
+    }
+    for day in from.iter_days().take_while(|d| *d <= to) {
+        match run::run_day(&config, day, &events).await {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     progress.clear();
+    print_summary(&reports);
     match result {
-        Ok(reports) => {
-            print_summary(&reports);
+        Ok(()) => {
             if let Err(e) = print_bi_answer(&config.database_url).await {
-                eprintln!("daily_load: loaded, but could not read the bi views: {e}");
-                return ExitCode::FAILURE;
+                // The load succeeded and is recorded so; only the report is missing.
+                tracing::warn!(error = %e, "loaded, but could not read the bi views");
+                eprintln!("daily_load: warning: loaded, but could not read the bi views: {e}");
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
             let summary = failure_summary(&args, &e);
+            if !matches!(
+                e,
+                d2d::pipeline::Error::Run { .. } | d2d::pipeline::Error::AfterCommit { .. }
+            ) {
+                // run_day logs its own failures; one that happened before it could is logged here.
+                tracing::error!(error = %e, "run failed");
+            }
             eprintln!("{summary}");
             if let Some(command) = &args.alert_command {
                 if let Err(alert) =
@@ -141,16 +176,34 @@ async fn main() -> ExitCode {
                     eprintln!("daily_load: {alert}");
                 }
             }
-            ExitCode::FAILURE
+            match e {
+                d2d::pipeline::Error::AfterCommit { .. } => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
 
-fn unreachable_args() -> d2d::pipeline::Result<Vec<RunReport>> {
-    // clap enforces --date or --from/--to; keep a clear error rather than a panic anyway.
-    Err(d2d::pipeline::Error::Config(
-        "give --date D, or --from D1 --to D2".into(),
-    ))
+/// The first and last day: `--date`, `--from`/`--to`, or else `D2D_DATE`.
+fn days(args: &Args) -> Result<(NaiveDate, NaiveDate), clap::Error> {
+    use clap::{error::ErrorKind, CommandFactory};
+    let usage = |kind, msg: String| Args::command().error(kind, msg);
+    match (args.date, args.from, args.to) {
+        (Some(day), _, _) => Ok((day, day)),
+        (None, Some(from), Some(to)) => Ok((from, to)),
+        _ => match std::env::var("D2D_DATE") {
+            Ok(text) => text.trim().parse().map(|d| (d, d)).map_err(|e| {
+                usage(
+                    ErrorKind::ValueValidation,
+                    format!("D2D_DATE={text:?} is not a date (YYYY-MM-DD): {e}"),
+                )
+            }),
+            Err(_) => Err(usage(
+                ErrorKind::MissingRequiredArgument,
+                "give --date D (or D2D_DATE), or --from D1 --to D2".into(),
+            )),
+        },
+    }
 }
 
 fn config(args: &Args) -> RunConfig {
@@ -164,6 +217,7 @@ fn config(args: &Args) -> RunConfig {
     };
     config.lake_options = LakeOptions {
         concurrency: args.concurrency.max(1),
+        replace_changed: args.replace_changed,
     };
     config.store_options = StoreOptions {
         s3_endpoint: args.s3_endpoint.clone().filter(|s| !s.trim().is_empty()),
@@ -308,8 +362,8 @@ fn print_summary(reports: &[RunReport]) {
             "rebuilt from the lake".to_owned()
         } else {
             format!(
-                "archived: {} copied in the store, {} copied through this host, {} already in the lake",
-                r.copied_server_side, r.copied_through, r.already_archived
+                "archived: {} copied in the store, {} copied through this host, {} already in the lake, {} only in the lake",
+                r.copied_server_side, r.copied_through, r.already_archived, r.kept_from_lake
             )
         };
         println!(
@@ -320,7 +374,7 @@ fn print_summary(reports: &[RunReport]) {
         );
         println!("  files    {:>10}  {}  ({source})", c.files, mib(c.bytes));
         println!(
-            "  lines    {:>10}  events {}  duplicates {}  rejects {}{}",
+            "  lines    {:>10}  = distinct events loaded {} + duplicates {} + rejects {}{}",
             c.lines,
             c.events,
             c.duplicates,
@@ -409,6 +463,9 @@ fn failure_summary(args: &Args, error: &d2d::pipeline::Error) -> String {
     let (day, run, phase) = match error {
         d2d::pipeline::Error::Run {
             day, run_id, phase, ..
+        }
+        | d2d::pipeline::Error::AfterCommit {
+            day, run_id, phase, ..
         } => (
             day.to_string(),
             run_id.map_or_else(|| "not recorded".to_owned(), |r| r.to_string()),
@@ -416,8 +473,12 @@ fn failure_summary(args: &Args, error: &d2d::pipeline::Error) -> String {
         ),
         _ => ("?".into(), "not recorded".into(), "?".into()),
     };
+    let what = match error {
+        d2d::pipeline::Error::AfterCommit { .. } => "FAILED AFTER COMMITTING ITS LOAD",
+        _ => "FAILED",
+    };
     format!(
-        "d2d daily_load FAILED\nday: {day}\nrun: {run} (etl.load_run)\nphase: {phase}\nlanding: {}\nlake: {}\nerror: {error}",
+        "d2d daily_load {what}\nday: {day}\nrun: {run} (etl.load_run)\nphase: {phase}\nlanding: {}\nlake: {}\nerror: {error}",
         if args.from_lake { "(not read: --from-lake)" } else { &args.landing },
         args.lake
     )

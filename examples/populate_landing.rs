@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, env = "D2D_LANDING")]
     to: String,
     /// Upload only the landing files of this day (by the date in their names, YYYY-MM-DD).
-    #[arg(long, env = "D2D_DATE")]
+    #[arg(long, env = "D2D_POPULATE_DATE")]
     date: Option<NaiveDate>,
     /// Create the bucket (or folder) first when it does not exist.
     #[arg(long, env = "D2D_CREATE_BUCKET")]
@@ -96,6 +96,7 @@ async fn run(args: &Args) -> d2d::pipeline::Result<()> {
     };
     let lake_options = LakeOptions {
         concurrency: args.concurrency,
+        ..LakeOptions::default()
     };
     lake::for_each_object(&objects, &lake_options, &report, |_, o| {
         let (source, target) = (&source, &target);

@@ -151,6 +151,72 @@ async fn setup_then_load_then_fail_with_an_alert() {
         .join("raw/dt=2019-06-01/data/resources/2019/06/01/15/17/2019-06-01-15-17-3-events.txt")
         .exists());
 
+    // D2D_DATE in the environment does not conflict with a back-fill: --from/--to win.
+    let mut with_date = envs.to_vec();
+    with_date.push(("D2D_DATE", "2019-06-09"));
+    let out = run(
+        "daily_load",
+        &["--from", "2019-06-01", "--to", "2019-06-01"],
+        &with_date,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("d2d daily load of 2019-06-01 — run 2 succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A back-fill that fails on its second day still reports the first, and logs the
+    // failure as one JSON error event naming day, run and phase.
+    let out = run(
+        "daily_load",
+        &["--from", "2019-06-01", "--to", "2019-06-02"],
+        &envs,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("d2d daily load of 2019-06-01 — run 3 succeeded"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("no landing files of 2019-06-02"),
+        "{stderr}"
+    );
+    let errors: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let f = &errors[0]["fields"];
+    assert_eq!(
+        (&f["day"], &f["run"]),
+        (&"2019-06-02".into(), &4.into()),
+        "{f}"
+    );
+    assert!(f["phase"].is_string() && f["error"].is_string(), "{f}");
+
+    // A warehouse that cannot be reached is logged the same way.
+    let unreachable = [
+        ("DATABASE_URL", "postgres://d2d:d2d@127.0.0.1:1/d2d"),
+        envs[1],
+        envs[2],
+    ];
+    let out = run("daily_load", &["--date", "2019-06-01"], &unreachable);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.lines().filter(|l| l.starts_with('{')).any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["level"] == "ERROR"
+                && v["fields"]["phase"] == "setup"
+                && v["fields"]["day"] == "2019-06-01"
+        }),
+        "{stderr}"
+    );
+
     // A late file and a merge that cannot succeed: exit 1, cause on stderr, alert run.
     std::fs::write(
         landing.join("data/resources/2019/06/01/15/17/2019-06-01-15-17-5-events.txt"),
@@ -184,7 +250,7 @@ async fn setup_then_load_then_fail_with_an_alert() {
     for expected in [
         "d2d daily_load FAILED",
         "day: 2019-06-01",
-        "run: 2 (etl.load_run)",
+        "run: 5 (etl.load_run)",
         "phase: merging",
         "injected_failure",
     ] {
@@ -197,7 +263,7 @@ async fn setup_then_load_then_fail_with_an_alert() {
 
     // The audit says what happened; the failed run changed nothing in dwh.
     let wh = Warehouse::connect(&db.url).await.unwrap();
-    let runs: Vec<(String, i64)> = wh
+    let runs: Vec<(String, Option<i64>)> = wh
         .client()
         .query(
             "SELECT status, files FROM etl.load_run ORDER BY run_id",
@@ -208,7 +274,16 @@ async fn setup_then_load_then_fail_with_an_alert() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(runs, [("succeeded".into(), 2), ("failed".into(), 3)]);
+    assert_eq!(
+        runs,
+        [
+            ("succeeded".into(), Some(2)),
+            ("succeeded".into(), Some(2)),
+            ("succeeded".into(), Some(2)),
+            ("failed".into(), Some(0)),
+            ("failed".into(), Some(3))
+        ]
+    );
     let facts: i64 = wh
         .client()
         .query_one("SELECT count(*) FROM dwh.fact_vehicle_event", &[])

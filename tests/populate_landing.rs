@@ -19,7 +19,7 @@ fn populate_landing(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("D2D_LANDING")
-        .env_remove("D2D_DATE");
+        .env_remove("D2D_POPULATE_DATE");
     for (k, v) in env {
         command.env(k, v);
     }
@@ -95,7 +95,7 @@ async fn uploads_the_sample_day_to_a_folder() {
         &[],
         &[
             ("D2D_LANDING", other.to_str().unwrap()),
-            ("D2D_DATE", "2019-06-02"),
+            ("D2D_POPULATE_DATE", "2019-06-02"),
         ],
     ));
     assert!(text.starts_with("uploaded 0 files"), "{text}");

@@ -105,8 +105,9 @@ pub enum Error {
         day: chrono::NaiveDate,
     },
 
-    /// A daily run failed; `source` is the cause. The run is recorded as failed in
-    /// `etl.load_run` (when the database could be reached) and the warehouse is unchanged.
+    /// A daily run failed before its load was committed; `source` is the cause. The run is
+    /// recorded as `failed` in `etl.load_run` (when the database could be reached) and the
+    /// warehouse is unchanged (a failure after the commit is [`Error::AfterCommit`]).
     #[error("daily run of {day} failed while {phase}: {source}")]
     Run {
         /// The landing day.
@@ -118,6 +119,32 @@ pub enum Error {
         /// The cause.
         #[source]
         source: Box<Error>,
+    },
+
+    /// A daily run committed its load, then a later step failed: writing the quarantine
+    /// file, deleting landing objects (`--move`), or closing the run record. The warehouse
+    /// holds the new load and the run is recorded as `succeeded` with `error` set to
+    /// `<phase>: <cause>` (when the database could be reached); re-running the day finishes
+    /// the work. Worth an alert all the same.
+    #[error("daily run of {day} committed its load, then failed while {phase} (the load stands; re-run the day to finish): {source}")]
+    AfterCommit {
+        /// The landing day.
+        day: chrono::NaiveDate,
+        /// Its id in `etl.load_run`.
+        run_id: Option<i64>,
+        /// What the run was doing (`writing the quarantine`, `deleting landing objects`, ...).
+        phase: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A step that cannot fail on valid input did (a worker thread panicked, a counter
+    /// overflowed): a bug, reported with what it was working on.
+    #[error("internal error while {context}")]
+    Internal {
+        /// What failed and on which key or file.
+        context: String,
     },
 
     /// The alert command could not be run or reported a failure.

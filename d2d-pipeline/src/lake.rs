@@ -29,6 +29,14 @@
 //! another day's folder is not seen; use `Scan` to find such strays. `Scan` skips the lake's
 //! own `raw/dt=…` and `quarantine/dt=…` keys, so a store that serves as both landing and lake
 //! does not archive its archive.
+//!
+//! # The lake defines the day
+//!
+//! Landing files may vanish (`--move`, retention) while the lake keeps them, so a load of day D
+//! takes every file of `raw/dt=D/`: those archived by this run and those archived earlier
+//! ([`with_archived_rest`]). A file leaves day D only when it is deleted from the lake's
+//! `raw/dt=D/` (and D re-run). The lake keeps what it archived unchanged: a landing file
+//! rewritten under an archived name is refused unless [`LakeOptions::replace_changed`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -234,11 +242,18 @@ pub struct LakeOptions {
     /// Files in flight at once (at least 1). Each holds at most one object in memory (when
     /// copying between different services) plus a 64 KiB read buffer.
     pub concurrency: usize,
+    /// Let [`archive_day`] overwrite a lake object whose bytes differ from the landing object
+    /// of the same key (a landing file rewritten under its old name). Off by default: the lake
+    /// keeps files unchanged, and such a file is refused with [`Error::Verify`].
+    pub replace_changed: bool,
 }
 
 impl Default for LakeOptions {
     fn default() -> Self {
-        Self { concurrency: 16 }
+        Self {
+            concurrency: 16,
+            replace_changed: false,
+        }
     }
 }
 
@@ -250,9 +265,10 @@ impl Default for LakeOptions {
 /// each finished file.
 ///
 /// Re-running is safe: an identical lake object is left as it is ([`ArchiveAction::AlreadyArchived`]).
-/// A *different* object already at the lake key is overwritten, because for a landing run the
-/// landing store is the source of truth (a late rewrite of a landing file replaces its
-/// archive); a warning is logged.
+/// A *different* object already at the lake key (a landing file rewritten under the same name)
+/// is refused with [`Error::Verify`] naming the key and both sizes and SHA-256s, because the
+/// lake keeps what it archived unchanged; with [`LakeOptions::replace_changed`] it is
+/// overwritten instead (and a warning logged).
 ///
 /// Every object must be named for `day` (as [`list_day`] returns them); anything else is a
 /// [`Error::Config`] and nothing is copied.
@@ -287,7 +303,15 @@ pub async fn archive_day(
     let in_lake = &in_lake;
     for_each_object(objects, options, progress, |_, object| {
         let existing = in_lake.get(&format!("{prefix}{}", object.key)).copied();
-        archive_one(landing, lake, day, object, existing, server_side)
+        archive_one(
+            landing,
+            lake,
+            day,
+            object,
+            existing,
+            server_side,
+            options.replace_changed,
+        )
     })
     .await
 }
@@ -299,6 +323,7 @@ async fn archive_one(
     object: &ObjectMeta,
     existing_size: Option<u64>,
     server_side: bool,
+    replace_changed: bool,
 ) -> Result<ArchivedFile> {
     let lake_key = raw_key(day, &object.key);
     let verify_error = |detail: String| Error::Verify {
@@ -321,7 +346,7 @@ async fn archive_one(
             object.size
         )));
     }
-    if existing_size == Some(landing_size) {
+    if existing_size.is_some() {
         let (lake_size, lake_sha) = lake.sha256(&lake_key).await?;
         if (lake_size, lake_sha) == (landing_size, landing_sha) {
             return Ok(ArchivedFile {
@@ -333,10 +358,17 @@ async fn archive_one(
                 action: ArchiveAction::AlreadyArchived,
             });
         }
-        tracing::warn!(
-            lake_key,
-            "the lake held a different object of the same size; replacing it with the landing object"
+        let change = format!(
+            "the lake holds {lake_size} bytes with SHA-256 {}, the landing object now has {landing_size} bytes with SHA-256 {}",
+            hex(&lake_sha),
+            hex(&landing_sha)
         );
+        if !replace_changed {
+            return Err(verify_error(format!(
+                "{change}: a landing file was rewritten under the same name; the lake keeps its original (allow replacing changed files to overwrite it)"
+            )));
+        }
+        tracing::warn!(lake_key, "{change}; replacing the lake object as allowed");
     }
     let method = match body {
         Some(bytes) => {
@@ -387,7 +419,19 @@ pub async fn list_archived(
         original.map(|key| ObjectMeta { key, ..o })
     });
     let selected = select_day(originals, day);
-    for_each_object(&selected, options, progress, |_, object| async move {
+    checksum_archived(lake, day, &selected, options, progress).await
+}
+
+/// Reads the lake copies of `objects` (original keys, as listed under [`raw_prefix`]) for
+/// their size and SHA-256.
+async fn checksum_archived(
+    lake: &Store,
+    day: NaiveDate,
+    objects: &[ObjectMeta],
+    options: &LakeOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<Vec<ArchivedFile>> {
+    for_each_object(objects, options, progress, |_, object| async move {
         let lake_key = raw_key(day, &object.key);
         let (size, sha256) = lake.sha256(&lake_key).await?;
         if size != object.size {
@@ -410,6 +454,38 @@ pub async fn list_archived(
         })
     })
     .await
+}
+
+/// The files of `day` as the lake holds them after a landing run archived `archived`: those
+/// plus every other file of the day already under [`raw_prefix`] (archived by earlier runs,
+/// whose landing objects may be gone), in landing order. Only the others are read (for their
+/// size and SHA-256, as [`list_archived`] does, marked [`ArchiveAction::FromLake`]); the
+/// just-archived files keep what [`archive_day`] verified, and each key appears once.
+///
+/// This is what makes the lake, not landing, define a day: a file leaves day D only when it is
+/// deleted from the lake's `raw/dt=D/`.
+pub async fn with_archived_rest(
+    lake: &Store,
+    day: NaiveDate,
+    archived: Vec<ArchivedFile>,
+    options: &LakeOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<Vec<ArchivedFile>> {
+    let prefix = raw_prefix(day);
+    let known: std::collections::HashSet<&str> =
+        archived.iter().map(|f| f.landing_key.as_str()).collect();
+    let rest: Vec<ObjectMeta> = select_day(
+        lake.list(&prefix).await?.into_iter().filter_map(|o| {
+            let original = o.key.strip_prefix(&prefix)?.to_owned();
+            (!known.contains(original.as_str())).then_some(ObjectMeta { key: original, ..o })
+        }),
+        day,
+    );
+    let rest = checksum_archived(lake, day, &rest, options, progress).await?;
+    let mut all = archived;
+    all.extend(rest);
+    all.sort_by(|a, b| landing_order(&a.landing_key, &b.landing_key));
+    Ok(all)
 }
 
 /// For `--move`: deletes the landing objects of `archived`, which [`archive_day`] verified.
@@ -773,7 +849,10 @@ mod tests {
         let report = |p: Progress<'_>| seen.lock().unwrap().push((p.files_done, p.bytes_done));
         let out = for_each_object(
             &objects,
-            &LakeOptions { concurrency: 7 },
+            &LakeOptions {
+                concurrency: 7,
+                ..LakeOptions::default()
+            },
             &report,
             |_, o| async move {
                 // Finish out of order on purpose.

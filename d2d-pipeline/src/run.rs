@@ -5,20 +5,31 @@
 //! 1. records the run as `running` in `etl.load_run` (applying pending migrations first);
 //! 2. **lists** the landing objects of D ([`lake::list_day`]: the date in the file name decides);
 //! 3. **archives** each one to `raw/dt=D/<key>` in the lake, verified by size and SHA-256
-//!    ([`lake::archive_day`]), and records the file manifest; with `from_lake` both steps are
-//!    replaced by listing and checksumming `raw/dt=D/` ([`lake::list_archived`]);
+//!    ([`lake::archive_day`]; a landing file rewritten under an archived name is refused unless
+//!    [`LakeOptions::replace_changed`]), then takes **the day as the lake holds it**: the files
+//!    just archived plus every other file of `raw/dt=D/` archived by earlier runs
+//!    ([`lake::with_archived_rest`]), and records that file manifest; with `from_lake` the
+//!    landing store is not read and the day is `raw/dt=D/` alone ([`lake::list_archived`]);
 //! 4. **parses** the archived copies (read back from the lake, checked against the manifest's
 //!    SHA-256) in batches, files in parallel on rayon's threads, and streams each batch's rows
 //!    into staging with binary COPY, so memory is bounded by the batch, not the day;
-//! 5. writes the day's refused lines to `quarantine/dt=D/rejects.ndjson` (replacing any earlier
-//!    file), then **merges** (`CALL dwh.merge_day`) and commits: one transaction from the first
-//!    COPY to the commit, so a failure leaves the warehouse as it was;
-//! 6. with `move_landing`, deletes the landing objects (only now: archive verified and load
-//!    committed);
-//! 7. closes the run record as `succeeded`, or `failed` with the error.
+//! 5. **merges** (`CALL dwh.merge_day`) and commits: one transaction from the first COPY to
+//!    the commit, so a failure leaves the warehouse as it was;
+//! 6. writes the day's refused lines to `quarantine/dt=D/rejects.ndjson` (replacing any
+//!    earlier file) — after the commit, so it never describes a load that did not happen;
+//! 7. with `move_landing`, deletes the landing objects archived by this run (only now: archive
+//!    verified and load committed);
+//! 8. closes the run record as `succeeded`, or `failed` with the error.
 //!
-//! Running a day again gives the same warehouse; late files are picked up and files gone from
-//! the day's sources disappear from it (the warehouse is keyed by landing day and object).
+//! Once the commit has landed the run is recorded as `succeeded` whatever follows; if step 6
+//! or 7 then fails, the record's `error` says `quarantine: …` or `cleanup: …` and the run
+//! returns [`Error::AfterCommit`] (an alert-worthy failure that leaves the new load in place;
+//! re-running the day finishes the work).
+//!
+//! Running a day again gives the same warehouse; late files are picked up. Landing files may
+//! vanish (`--move`, retention), so the **lake** defines the day: a file leaves day D only when
+//! it is deleted from the lake's `raw/dt=D/` and D is re-run (the warehouse is keyed by landing
+//! day and object).
 
 use std::time::{Duration, Instant};
 
@@ -51,13 +62,15 @@ pub struct RunConfig {
     pub from_lake: bool,
     /// Delete the landing objects after a verified archive and a committed load.
     pub move_landing: bool,
-    /// Treat a day without files as a success (loads nothing, so it also removes what an
-    /// earlier load of the day put in the warehouse); by default it is an error, since it
-    /// usually means a wrong date, store or layout.
+    /// Treat a day without files — none in landing and none in the lake's `raw/dt=D/` — as a
+    /// success (loads nothing, so it also removes what an earlier load of the day put in the
+    /// warehouse); by default it is an error, since it usually means a wrong date, store or
+    /// layout.
     pub allow_empty: bool,
     /// The distance rule and other load settings.
     pub load: LoadOptions,
-    /// Concurrency of the lake steps (and of reading files to parse).
+    /// Concurrency of the lake steps (and of reading files to parse), and whether a landing
+    /// file rewritten under an archived name may replace the lake's copy.
     pub lake_options: LakeOptions,
     /// How to reach S3.
     pub store_options: StoreOptions,
@@ -117,10 +130,10 @@ pub enum Phase {
     Archive,
     /// Reading, parsing and copying into staging.
     Load,
-    /// Writing the refused lines to the lake.
-    Quarantine,
     /// `CALL dwh.merge_day` and commit.
     Merge,
+    /// Writing the refused lines to the lake (after the commit).
+    Quarantine,
     /// Deleting landing objects (`--move`).
     Cleanup,
 }
@@ -132,12 +145,12 @@ impl Phase {
         Phase::List,
         Phase::Archive,
         Phase::Load,
-        Phase::Quarantine,
         Phase::Merge,
+        Phase::Quarantine,
         Phase::Cleanup,
     ];
 
-    /// Short name: `setup`, `list`, `archive`, `load`, `quarantine`, `merge`, `cleanup`.
+    /// Short name: `setup`, `list`, `archive`, `load`, `merge`, `quarantine`, `cleanup`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Setup => "setup",
@@ -235,6 +248,9 @@ pub struct RunReport {
     pub copied_through: u64,
     /// Files the lake already held, identical.
     pub already_archived: u64,
+    /// Files of the day taken from the lake alone: archived by earlier runs, no longer (or
+    /// not) listed in landing this time.
+    pub kept_from_lake: u64,
     /// The quarantine object written, if there were rejects.
     pub quarantine: Option<lake::QuarantineFile>,
     /// Landing objects deleted (`--move`).
@@ -244,7 +260,9 @@ pub struct RunReport {
 /// Runs landing day `day`; see the module documentation. Progress goes to `events`.
 ///
 /// On failure the returned [`Error::Run`] names the day, the run id (when the run could be
-/// recorded) and the phase; the run is recorded as failed with the error text.
+/// recorded) and the phase; the run is recorded as failed with the error text and the
+/// warehouse is unchanged. A failure after the commit is an [`Error::AfterCommit`] instead
+/// (see the module docs).
 pub async fn run_day(
     config: &RunConfig,
     day: NaiveDate,
@@ -281,17 +299,23 @@ async fn connect(config: &RunConfig, day: NaiveDate) -> Result<Warehouse> {
         phase: Phase::Setup.doing(),
         source: Box::new(source),
     };
-    config.check().map_err(setup)?;
-    let mut wh = Warehouse::connect(&config.database_url)
-        .await
-        .map_err(setup)?;
-    // A database without the schema (or behind this build) is brought up to date; one that is
-    // current is only read, so a loader role without DDL rights can run the job.
-    if !wh.pending_migrations().await.map_err(setup)?.is_empty() {
-        let report = wh.migrate().await.map_err(setup)?;
-        tracing::info!(applied = ?report.applied, "applied warehouse migrations");
+    let result = async {
+        config.check()?;
+        let mut wh = Warehouse::connect(&config.database_url).await?;
+        // A database without the schema (or behind this build) is brought up to date; one
+        // that is current is only read, so a loader role without DDL rights can run the job.
+        if !wh.pending_migrations().await?.is_empty() {
+            let report = wh.migrate().await?;
+            tracing::info!(applied = ?report.applied, "applied warehouse migrations");
+        }
+        Ok(wh)
     }
-    Ok(wh)
+    .await;
+    result.map_err(|source| {
+        let error = setup(source);
+        tracing::error!(%day, phase = %Phase::Setup, error = %error, "run failed");
+        error
+    })
 }
 
 /// What a run has gathered so far, kept apart so that a failure still reports it.
@@ -328,38 +352,10 @@ async fn run_day_on(
         counts: RunCounts::default(),
         phases: PhaseTimes::default(),
     };
-    let result = steps(wh, config, day, run, &mut progress, events).await;
-    progress.phases.total = started.elapsed();
-    match result {
-        Ok(mut report) => {
-            report.phases = progress.phases;
-            report.counts = progress.counts;
-            wh.finish_run(
-                run,
-                RunStatus::Succeeded,
-                &report.counts,
-                &report.phases,
-                None,
-            )
-            .await
-            .map_err(|source| Error::Run {
-                day,
-                run_id: Some(run.0),
-                phase: Phase::Setup.doing(),
-                source: Box::new(source),
-            })?;
-            tracing::info!(
-                %day,
-                run = run.0,
-                files = report.counts.files,
-                events = report.counts.events,
-                rejects = report.counts.rejects,
-                total_ms = report.phases.total.as_millis() as u64,
-                "run succeeded"
-            );
-            Ok(report)
-        }
+    let mut loaded = match steps(wh, config, day, run, &mut progress, events).await {
+        Ok(loaded) => loaded,
         Err(source) => {
+            progress.phases.total = started.elapsed();
             let error = Error::Run {
                 day,
                 run_id: Some(run.0),
@@ -369,44 +365,81 @@ async fn run_day_on(
             // Every variant's message already carries its cause.
             let text = error.to_string();
             tracing::error!(%day, run = run.0, phase = %progress.phase, error = %text, "run failed");
-            record_failure(wh, config, run, &progress, &text).await;
-            Err(error)
+            if let Err(e) = record(wh, config, run, RunStatus::Failed, &progress, Some(&text)).await
+            {
+                tracing::error!(run = run.0, error = %e, "could not record the failure of the run");
+            }
+            return Err(error);
         }
+    };
+
+    // The load is committed: from here on the run has succeeded, whatever else fails.
+    let after = after_commit(config, &mut loaded, &mut progress, events).await;
+    progress.phases.total = started.elapsed();
+    let mut report = loaded.report;
+    report.phases = progress.phases;
+    report.counts = progress.counts;
+    let text = after
+        .as_ref()
+        .err()
+        .map(|e| format!("{}: {e}", progress.phase.name()));
+    let recorded = record(
+        wh,
+        config,
+        run,
+        RunStatus::Succeeded,
+        &progress,
+        text.as_deref(),
+    )
+    .await;
+    let after_commit_error = |phase: &'static str, source: Error| {
+        let error = Error::AfterCommit {
+            day,
+            run_id: Some(run.0),
+            phase,
+            source: Box::new(source),
+        };
+        tracing::error!(%day, run = run.0, phase, error = %error, "run committed its load, then failed");
+        error
+    };
+    if let Err(source) = after {
+        return Err(after_commit_error(progress.phase.doing(), source));
     }
+    if let Err(source) = recorded {
+        return Err(after_commit_error("recording the run", source));
+    }
+    tracing::info!(
+        %day,
+        run = run.0,
+        files = report.counts.files,
+        events = report.counts.events,
+        rejects = report.counts.rejects,
+        total_ms = report.phases.total.as_millis() as u64,
+        "run succeeded"
+    );
+    Ok(report)
 }
 
-/// Closes the run record as failed. The connection may be what failed, so one fresh
-/// connection is tried before giving up (the error is logged; the run's own error wins).
-async fn record_failure(
+/// Closes the run record. The connection may be what failed, so one fresh connection is tried
+/// before giving up; the first error is logged, the last returned.
+async fn record(
     wh: &mut Warehouse,
     config: &RunConfig,
     run: RunId,
+    status: RunStatus,
     progress: &Progress,
-    text: &str,
-) {
+    text: Option<&str>,
+) -> Result<()> {
     let counts = &progress.counts;
     let phases = &progress.phases;
-    let Err(first) = wh
-        .finish_run(run, RunStatus::Failed, counts, phases, Some(text))
-        .await
-    else {
-        return;
+    let Err(first) = wh.finish_run(run, status, counts, phases, text).await else {
+        return Ok(());
     };
-    match Warehouse::connect(&config.database_url).await {
-        Ok(fresh) => {
-            let again = fresh
-                .finish_run(run, RunStatus::Failed, counts, phases, Some(text))
-                .await;
-            if let Err(again) = again {
-                tracing::error!(run = run.0, error = %again, first = %first, "could not record the failure of the run");
-            } else {
-                *wh = fresh;
-            }
-        }
-        Err(e) => {
-            tracing::error!(run = run.0, error = %e, first = %first, "could not record the failure of the run")
-        }
-    }
+    tracing::warn!(run = run.0, error = %first, "could not close the run record; reconnecting");
+    let fresh = Warehouse::connect(&config.database_url).await?;
+    fresh.finish_run(run, status, counts, phases, text).await?;
+    *wh = fresh;
+    Ok(())
 }
 
 fn begin(
@@ -452,6 +485,17 @@ fn lake_progress<'a>(
     }
 }
 
+/// A committed load and what the steps after the commit need.
+struct Loaded {
+    report: RunReport,
+    lake: Store,
+    landing: Option<Store>,
+    /// The files this run archived from landing (the ones `--move` may delete).
+    archived_now: Vec<ArchivedFile>,
+    quarantine: Quarantine,
+}
+
+/// Everything up to and including the commit.
 async fn steps(
     wh: &mut Warehouse,
     config: &RunConfig,
@@ -459,12 +503,19 @@ async fn steps(
     run: RunId,
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
-) -> Result<RunReport> {
+) -> Result<Loaded> {
+    // Opening a store can fail (bad URL, unreadable folder): blame the stores, not the
+    // warehouse.
+    progress.phase = Phase::List;
     let lake = Store::open_with(&config.lake, &config.store_options).await?;
     // A lake folder is created on first use; a bucket is its owner's to create.
     if !lake.is_s3() {
         lake.create_if_missing().await?;
     }
+    let landing = match config.from_lake {
+        true => None,
+        false => Some(Store::open_with(&config.landing, &config.store_options).await?),
+    };
     let mut report = RunReport {
         day,
         run,
@@ -474,71 +525,87 @@ async fn steps(
         copied_server_side: 0,
         copied_through: 0,
         already_archived: 0,
+        kept_from_lake: 0,
         quarantine: None,
         landing_deleted: 0,
     };
 
-    let (archived, landing) = if config.from_lake {
-        let t = begin(progress, events, Phase::List, 0, 0);
-        let files = lake::list_archived(
-            &lake,
-            day,
-            &config.lake_options,
-            &lake_progress(events, Phase::List),
-        )
-        .await?;
-        progress.phases.list = end(events, Phase::List, t);
-        check_not_empty(
-            config,
-            day,
-            files.is_empty(),
-            lake.url(),
-            "the lake's raw/dt= folder",
-        )?;
-        (files, None)
-    } else {
-        let landing = Store::open_with(&config.landing, &config.store_options).await?;
-        let t = begin(progress, events, Phase::List, 0, 0);
-        let objects = lake::list_day(&landing, day, &config.layout).await?;
-        progress.phases.list = end(events, Phase::List, t);
-        check_not_empty(
-            config,
-            day,
-            objects.is_empty(),
-            landing.url(),
-            &format!("layout {}", config.layout),
-        )?;
-        let bytes = objects.iter().map(|o| o.size).sum();
-        let t = begin(
-            progress,
-            events,
-            Phase::Archive,
-            objects.len() as u64,
-            bytes,
-        );
-        let files = lake::archive_day(
-            &landing,
-            &lake,
-            day,
-            &objects,
-            &config.lake_options,
-            &lake_progress(events, Phase::Archive),
-        )
-        .await?;
-        progress.phases.archive = end(events, Phase::Archive, t);
-        (files, Some(landing))
+    let (day_files, archived_now) = match &landing {
+        None => {
+            let t = begin(progress, events, Phase::List, 0, 0);
+            let files = lake::list_archived(
+                &lake,
+                day,
+                &config.lake_options,
+                &lake_progress(events, Phase::List),
+            )
+            .await?;
+            progress.phases.list = end(events, Phase::List, t);
+            check_not_empty(
+                config,
+                day,
+                files.is_empty(),
+                &format!("the lake {} (raw/dt=)", lake.url()),
+            )?;
+            (files, Vec::new())
+        }
+        Some(landing) => {
+            let t = begin(progress, events, Phase::List, 0, 0);
+            let objects = lake::list_day(landing, day, &config.layout).await?;
+            progress.phases.list = end(events, Phase::List, t);
+            let bytes = objects.iter().map(|o| o.size).sum();
+            let t = begin(
+                progress,
+                events,
+                Phase::Archive,
+                objects.len() as u64,
+                bytes,
+            );
+            let archived = lake::archive_day(
+                landing,
+                &lake,
+                day,
+                &objects,
+                &config.lake_options,
+                &lake_progress(events, Phase::Archive),
+            )
+            .await?;
+            // Landing files may be gone (moved, expired): the day is what the lake holds.
+            let files = lake::with_archived_rest(
+                &lake,
+                day,
+                archived.clone(),
+                &config.lake_options,
+                &lake_progress(events, Phase::Archive),
+            )
+            .await?;
+            progress.phases.archive = end(events, Phase::Archive, t);
+            check_not_empty(
+                config,
+                day,
+                files.is_empty(),
+                &format!(
+                    "{} (layout {}) nor the lake {} (raw/dt=)",
+                    landing.url(),
+                    config.layout,
+                    lake.url()
+                ),
+            )?;
+            (files, archived)
+        }
     };
-    for f in &archived {
+    for f in &day_files {
         match f.action {
             ArchiveAction::Copied(CopyMethod::ServerSide) => report.copied_server_side += 1,
             ArchiveAction::Copied(CopyMethod::GetPut) => report.copied_through += 1,
             ArchiveAction::AlreadyArchived => report.already_archived += 1,
+            ArchiveAction::FromLake if landing.is_some() => report.kept_from_lake += 1,
             ArchiveAction::FromLake => {}
         }
     }
-    progress.counts.files = archived.len() as u64;
-    progress.counts.bytes = archived.iter().map(|f| f.size).sum();
-    let manifest: Vec<ManifestEntry> = archived
+    progress.counts.files = day_files.len() as u64;
+    progress.counts.bytes = day_files.iter().map(|f| f.size).sum();
+    let manifest: Vec<ManifestEntry> = day_files
         .iter()
         .map(|f| ManifestEntry {
             landing_key: f.landing_key.clone(),
@@ -559,7 +626,7 @@ async fn steps(
     let mut load = wh.begin_day(day, config.load).await?;
     let mut quarantine = Quarantine::new(day);
     let (mut files_done, mut bytes_done) = (0u64, 0u64);
-    for batch in batches(&archived, config.batch_files, config.batch_bytes) {
+    for batch in batches(&day_files, config.batch_files, config.batch_bytes) {
         let parse_started = Instant::now();
         let bodies = fetch(&lake, batch, config.lake_options.concurrency).await?;
         let parsed = parse_batch(batch, bodies).await?;
@@ -583,12 +650,6 @@ async fn steps(
     }
     end(events, Phase::Load, t);
 
-    // Before the commit, so that a committed load always has its quarantine file; if the
-    // commit then fails, the file still lists exactly the day's refused lines.
-    let t = begin(progress, events, Phase::Quarantine, 0, 0);
-    report.quarantine = quarantine.write(&lake).await?;
-    progress.phases.quarantine = end(events, Phase::Quarantine, t);
-
     let t = begin(progress, events, Phase::Merge, 0, 0);
     let loaded = load.commit().await?;
     end(events, Phase::Merge, t);
@@ -599,38 +660,54 @@ async fn steps(
     progress.counts.duplicates = loaded.duplicates;
     progress.counts.rejects = loaded.rejects;
     progress.counts.rows = loaded.rows;
+    Ok(Loaded {
+        report,
+        lake,
+        landing,
+        archived_now,
+        quarantine,
+    })
+}
 
-    if let (true, Some(landing)) = (config.move_landing, &landing) {
+/// The steps after the commit: the quarantine file, then `--move`'s deletions. A failure here
+/// leaves the committed load in place; a re-run of the day repairs both.
+async fn after_commit(
+    config: &RunConfig,
+    loaded: &mut Loaded,
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<()> {
+    let t = begin(progress, events, Phase::Quarantine, 0, 0);
+    let quarantine = std::mem::replace(&mut loaded.quarantine, Quarantine::new(loaded.report.day));
+    loaded.report.quarantine = quarantine.write(&loaded.lake).await?;
+    progress.phases.quarantine = end(events, Phase::Quarantine, t);
+
+    if let (true, Some(landing)) = (config.move_landing, &loaded.landing) {
+        let archived = &loaded.archived_now;
         let t = begin(
             progress,
             events,
             Phase::Cleanup,
-            progress.counts.files,
-            progress.counts.bytes,
+            archived.len() as u64,
+            archived.iter().map(|f| f.size).sum(),
         );
-        report.landing_deleted = lake::delete_landing(
+        loaded.report.landing_deleted = lake::delete_landing(
             landing,
-            &lake,
-            &archived,
+            &loaded.lake,
+            archived,
             &config.lake_options,
             &lake_progress(events, Phase::Cleanup),
         )
         .await? as u64;
         progress.phases.cleanup = end(events, Phase::Cleanup, t);
     }
-    Ok(report)
+    Ok(())
 }
 
-fn check_not_empty(
-    config: &RunConfig,
-    day: NaiveDate,
-    empty: bool,
-    url: &str,
-    how: &str,
-) -> Result<()> {
+fn check_not_empty(config: &RunConfig, day: NaiveDate, empty: bool, where_: &str) -> Result<()> {
     if empty && !config.allow_empty {
         return Err(Error::Config(format!(
-            "no landing files of {day} in {url} ({how}); check the date and the store, or allow empty days"
+            "no landing files of {day} in {where_}; check the date and the store, or allow empty days"
         )));
     }
     Ok(())
@@ -668,6 +745,10 @@ async fn fetch(lake: &Store, batch: &[ArchivedFile], concurrency: usize) -> Resu
 /// off the async runtime's threads.
 async fn parse_batch(batch: &[ArchivedFile], bodies: Vec<Bytes>) -> Result<Vec<Parsed>> {
     let work: Vec<(ArchivedFile, Bytes)> = batch.iter().cloned().zip(bodies).collect();
+    let keys = || match (batch.first(), batch.last()) {
+        (Some(a), Some(b)) => format!("{:?} .. {:?}", a.landing_key, b.landing_key),
+        _ => "an empty batch".to_owned(),
+    };
     let parsed = tokio::task::spawn_blocking(move || {
         work.par_iter()
             .map(|(file, body)| {
@@ -689,7 +770,12 @@ async fn parse_batch(batch: &[ArchivedFile], bodies: Vec<Bytes>) -> Result<Vec<P
             .collect::<Result<Vec<Parsed>>>()
     })
     .await
-    .map_err(|e| Error::Config(format!("the parser thread failed: {e}")))??;
+    .map_err(|e| Error::Internal {
+        context: format!(
+            "parsing the files {}: the parser thread failed: {e}",
+            keys()
+        ),
+    })??;
     Ok(parsed)
 }
 

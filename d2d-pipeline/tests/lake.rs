@@ -20,7 +20,10 @@ use d2d_pipeline::Error;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-const FAST: LakeOptions = LakeOptions { concurrency: 32 };
+const FAST: LakeOptions = LakeOptions {
+    concurrency: 32,
+    replace_changed: false,
+};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -427,7 +430,7 @@ async fn archiving_refuses_other_days_and_detects_a_changing_landing_file() {
 }
 
 #[tokio::test]
-async fn a_different_lake_object_is_replaced_by_landing() {
+async fn a_different_lake_object_is_kept_unless_replacing_is_allowed() {
     let landing = Store::local(temp_dir("replace"));
     let lake = Store::local(temp_dir("replace-lake"));
     let key = "data/2019-06-01-9-5-10-events.json";
@@ -445,7 +448,31 @@ async fn a_different_lake_object_is_replaced_by_landing() {
     let selected = lake::list_day(&landing, day(), &DayLayout::Scan)
         .await
         .unwrap();
-    let archived = lake::archive_day(&landing, &lake, day(), &selected, &FAST, &no_progress)
+    let err = lake::archive_day(&landing, &lake, day(), &selected, &FAST, &no_progress)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, Error::Verify { landing_key, .. } if landing_key == key),
+        "{text}"
+    );
+    for b in [&b"{\"a\":2}\n"[..], &b"{\"a\":1}\n"[..]] {
+        let sha = d2d_pipeline::store::hex(&Sha256::digest(b));
+        assert!(
+            text.contains(&format!("8 bytes with SHA-256 {sha}")),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        lake.get(&lake::raw_key(day(), key)).await.unwrap(),
+        Bytes::from_static(b"{\"a\":2}\n")
+    );
+
+    let replace = LakeOptions {
+        replace_changed: true,
+        ..FAST
+    };
+    let archived = lake::archive_day(&landing, &lake, day(), &selected, &replace, &no_progress)
         .await
         .unwrap();
     assert_eq!(
@@ -497,7 +524,10 @@ async fn move_day(landing: &Store, lake: &Store) {
         .put(keys[1], Bytes::from_static(b"{\"n\":1,\"late\":true}\n"))
         .await
         .unwrap();
-    let one = LakeOptions { concurrency: 1 };
+    let one = LakeOptions {
+        concurrency: 1,
+        ..FAST
+    };
     let err = lake::delete_landing(landing, lake, &archived[1..2], &one, &no_progress)
         .await
         .unwrap_err();

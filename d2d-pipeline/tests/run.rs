@@ -94,8 +94,8 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
             Phase::List,
             Phase::Archive,
             Phase::Load,
-            Phase::Quarantine,
-            Phase::Merge
+            Phase::Merge,
+            Phase::Quarantine
         ]
     );
     let files = sample_day();
@@ -105,6 +105,13 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
         files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
     );
     assert_eq!(first.counts.lines, 35_290);
+    // The summary's identity: every line is a loaded event, a duplicate or a reject.
+    let c = &first.counts;
+    assert_eq!(c.lines, c.events + c.duplicates + c.rejects);
+    assert_eq!(
+        c.events,
+        c.rows.fact_vehicle_event + c.rows.fact_period_event
+    );
     assert_eq!(first.copied_server_side, 717);
     assert!(first.quarantine.is_none());
     assert_bi_matches_model(&db, &files).await;
@@ -121,19 +128,45 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
         assert_eq!(checksums(&db).await, reference);
     }
 
+    // Landing loses ten files (retention, a manual clean-up): the lake still has them, and
+    // the day keeps them.
+    for (key, _) in &files[..10] {
+        std::fs::remove_file(landing.path().join(key)).unwrap();
+    }
+    let lost = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(
+        (
+            lost.counts.files,
+            lost.already_archived,
+            lost.kept_from_lake
+        ),
+        (717, 707, 10)
+    );
+    assert_eq!(checksums(&db).await, reference);
+
     // --move: the landing files go, after the load.
     config.move_landing = true;
     let moved = run_day(&config, june_1(), &no_events).await.unwrap();
-    assert_eq!(moved.landing_deleted, 717);
+    assert_eq!(moved.landing_deleted, 707);
     assert!(read_tree(landing.path()).is_empty());
     assert_eq!(checksums(&db).await, reference);
 
-    // Landing is empty now: a plain run fails (and says why), a run from the lake rebuilds.
+    // Landing is empty now: a plain run loads the day the lake holds.
     config.move_landing = false;
-    let err = run_day(&config, june_1(), &no_events).await.unwrap_err();
-    assert!(matches!(&err, Error::Run { phase, .. } if *phase == Phase::List.doing()));
+    let after_move = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(
+        (after_move.counts.files, after_move.kept_from_lake),
+        (717, 717)
+    );
+    assert_eq!(checksums(&db).await, reference);
+
+    // A day neither landing nor the lake holds fails, and says why.
+    let err = run_day(&config, "2019-06-02".parse().unwrap(), &no_events)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::Run { phase, .. } if *phase == Phase::Archive.doing()));
     assert!(
-        err.to_string().contains("no landing files of 2019-06-01"),
+        err.to_string().contains("no landing files of 2019-06-02"),
         "{err}"
     );
     config.from_lake = true;
@@ -161,12 +194,14 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
             "succeeded",
             "succeeded",
             "succeeded",
+            "succeeded",
+            "succeeded",
             "failed",
             "succeeded"
         ]
     );
-    assert!(statuses[5].1);
-    assert!(statuses[4]
+    assert!(statuses[7].1);
+    assert!(statuses[6]
         .3
         .as_deref()
         .unwrap()
@@ -182,8 +217,161 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
     );
     assert_eq!(
         query_i64(&db, "SELECT count(*) FROM etl.file_manifest").await,
-        717 * 5
+        717 * 7
     );
+
+    // A file leaves the day only when deleted from the lake's raw/dt=D/.
+    let (gone, _) = &files[0];
+    std::fs::remove_file(lake.path().join("raw/dt=2019-06-01").join(gone)).unwrap();
+    config.from_lake = false;
+    let smaller = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(smaller.counts.files, 716);
+    assert_bi_matches_model(&db, &files[1..]).await;
+    let left: i64 = Warehouse::connect(&db.url)
+        .await
+        .unwrap()
+        .client()
+        .query_one(
+            "SELECT count(*) FROM dwh.fact_vehicle_event WHERE source_key = $1",
+            &[gone],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+/// A late file of the sample day, for a vehicle of its own.
+const LATE_KEY: &str = "data/resources/2019/06/01/23/59/2019-06-01-23-59-59-events.json";
+
+fn late_file() -> Vec<u8> {
+    format!(
+        "{}\n{}\n",
+        GOOD.replace("\"v1\"", "\"late\""),
+        GOOD.replace("\"v1\"", "\"late\"")
+            .replace("10.101Z", "40.000Z")
+            .replace("13.46", "13.47")
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn late_file_after_move_loads_the_whole_lake_day() {
+    let db = TestDb::create().await;
+    let (landing, lake) = (TempDir::new("landing"), TempDir::new("lake"));
+    copy_tree(&landing_dir(), landing.path());
+    let mut config = RunConfig::new(
+        landing.path().to_str().unwrap(),
+        lake.path().to_str().unwrap(),
+        &db.url,
+    );
+    config.layout = "nested:data/resources".parse().unwrap();
+    config.move_landing = true;
+    let moved = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(moved.landing_deleted, 717);
+    let before: i64 = query_i64(&db, "SELECT count(*) FROM dwh.fact_vehicle_event").await;
+
+    // One late file lands; the day is re-run (and moved again).
+    let late = landing.path().join(LATE_KEY);
+    std::fs::create_dir_all(late.parent().unwrap()).unwrap();
+    std::fs::write(&late, late_file()).unwrap();
+    let rerun = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(
+        (
+            rerun.counts.files,
+            rerun.kept_from_lake,
+            rerun.landing_deleted
+        ),
+        (718, 717, 1)
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM dwh.fact_vehicle_event").await,
+        before + 2
+    );
+
+    // The same as a fresh warehouse loaded with all 718 files at once.
+    let all_db = TestDb::create().await;
+    let (all_landing, all_lake) = (TempDir::new("landing"), TempDir::new("lake"));
+    copy_tree(&landing_dir(), all_landing.path());
+    let late = all_landing.path().join(LATE_KEY);
+    std::fs::create_dir_all(late.parent().unwrap()).unwrap();
+    std::fs::write(&late, late_file()).unwrap();
+    let mut all = RunConfig::new(
+        all_landing.path().to_str().unwrap(),
+        all_lake.path().to_str().unwrap(),
+        &all_db.url,
+    );
+    all.layout = config.layout.clone();
+    let once = run_day(&all, june_1(), &no_events).await.unwrap();
+    assert_eq!(once.counts.files, 718);
+    assert_eq!(checksums(&db).await, checksums(&all_db).await);
+    let mut files = sample_day();
+    files.push((LATE_KEY.to_owned(), late_file()));
+    assert_bi_matches_model(&db, &files).await;
+}
+
+#[tokio::test]
+async fn a_failure_after_the_commit_keeps_the_load_and_says_so() {
+    let db = TestDb::create().await;
+    let (landing, lake) = (TempDir::new("landing"), TempDir::new("lake"));
+    let key = "data/2019-06-01-15-17-10-events.json";
+    std::fs::create_dir_all(landing.path().join("data")).unwrap();
+    std::fs::write(landing.path().join(key), format!("{PERIOD}\n{GOOD}\n")).unwrap();
+    let mut config = RunConfig::new(
+        landing.path().to_str().unwrap(),
+        lake.path().to_str().unwrap(),
+        &db.url,
+    );
+    config.move_landing = true;
+    // The landing file is rewritten just as the clean-up starts: --move must not delete it.
+    let path = landing.path().join(key);
+    let rewrite = |e: &RunEvent<'_>| {
+        if let RunEvent::PhaseStarted {
+            phase: Phase::Cleanup,
+            ..
+        } = e
+        {
+            std::fs::write(&path, format!("{PERIOD}\n{GOOD}\n{GOOD}\n")).unwrap();
+        }
+    };
+    let err = run_day(&config, june_1(), &rewrite).await.unwrap_err();
+    let Error::AfterCommit { run_id, phase, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*phase, Phase::Cleanup.doing());
+    assert!(err.to_string().contains("the load stands"), "{err}");
+    assert!(path.exists());
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM dwh.fact_vehicle_event").await,
+        1
+    );
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let row = wh
+        .client()
+        .query_one(
+            "SELECT status, error FROM etl.load_run WHERE run_id = $1",
+            &[&run_id.unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    let text: String = row.get(1);
+    assert!(text.starts_with("cleanup: "), "{text}");
+    assert!(text.contains(key), "{text}");
+}
+
+#[tokio::test]
+async fn an_unusable_lake_is_blamed_on_the_stores() {
+    let db = TestDb::create().await;
+    let landing = TempDir::new("landing");
+    let config = RunConfig::new(landing.path().to_str().unwrap(), "/proc/nope", &db.url);
+    let err = run_day(&config, june_1(), &no_events).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Run { phase, .. } if *phase == Phase::List.doing()),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("warehouse"), "{err}");
+    assert!(err.to_string().contains("/proc/nope"), "{err}");
 }
 
 #[tokio::test]
@@ -305,12 +493,43 @@ async fn rejects_go_to_the_quarantine_and_etl_reject_and_valid_lines_load() {
     assert_eq!(rows[0].get::<_, String>(4), "{\"event\":\"update\"");
     assert_eq!(rows[1].get::<_, String>(2), "invalid_coordinate");
 
-    // The file is fixed and the day re-run: rejects and quarantine are gone.
-    std::fs::write(
-        landing.path().join(key),
-        format!("{PERIOD}\n{GOOD}\n{second}\n"),
-    )
-    .unwrap();
+    // The file is fixed in landing under the same name: the lake keeps its original, so the
+    // re-run refuses, naming the key, both sizes and both checksums...
+    let fixed = format!("{PERIOD}\n{GOOD}\n{second}\n");
+    std::fs::write(landing.path().join(key), &fixed).unwrap();
+    let err = run_day(&config, june_1(), &no_events).await.unwrap_err();
+    let Error::Run { source, .. } = &err else {
+        panic!("{err:?}")
+    };
+    let Error::Verify { landing_key, .. } = source.as_ref() else {
+        panic!("{err:?}")
+    };
+    assert_eq!(landing_key, key);
+    let text = err.to_string();
+    let sha = |b: &[u8]| {
+        use sha2::Digest;
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    for part in [
+        format!("{} bytes with SHA-256 {}", bad.len(), sha(bad.as_bytes())),
+        format!(
+            "{} bytes with SHA-256 {}",
+            fixed.len(),
+            sha(fixed.as_bytes())
+        ),
+    ] {
+        assert!(text.contains(&part), "{text} lacks {part}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(lake.path().join("raw/dt=2019-06-01").join(key)).unwrap(),
+        bad
+    );
+    // ...unless replacing changed files is allowed: rejects and quarantine are then gone.
+    let mut config = config;
+    config.lake_options.replace_changed = true;
     let report = run_day(&config, june_1(), &no_events).await.unwrap();
     assert_eq!(report.counts.rejects, 0);
     assert!(report.quarantine.is_none());
@@ -336,10 +555,14 @@ async fn failure_mid_load_is_recorded_and_leaves_dwh_unchanged() {
     run_day(&config, june_1(), &no_events).await.unwrap();
     let before = checksums(&db).await;
 
-    // A late file arrives; the merge will hit a rule that no new distance row can pass.
+    // A late file arrives, with a bad line; the merge will hit a rule that no new distance
+    // row can pass.
     std::fs::write(
         landing.path().join("data/2019-06-01-15-17-11-events.json"),
-        GOOD.replace("10.101Z", "12.000Z").replace("13.46", "13.47"),
+        format!(
+            "{}\nnot json\n",
+            GOOD.replace("10.101Z", "12.000Z").replace("13.46", "13.47")
+        ),
     )
     .unwrap();
     Warehouse::connect(&db.url)
@@ -359,6 +582,11 @@ async fn failure_mid_load_is_recorded_and_leaves_dwh_unchanged() {
     assert_eq!(*phase, Phase::Merge.doing());
     assert!(err.to_string().contains("injected_failure"), "{err}");
     assert_eq!(checksums(&db).await, before);
+    // The quarantine describes committed loads only.
+    assert!(!lake
+        .path()
+        .join("quarantine/dt=2019-06-01/rejects.ndjson")
+        .exists());
 
     let wh = Warehouse::connect(&db.url).await.unwrap();
     let row = wh
@@ -422,7 +650,17 @@ async fn back_fill_runs_each_day_of_the_range() {
     let avg = wh.period_averages().await.unwrap();
     assert_eq!(avg.len(), 1);
     assert_eq!(avg[0].vehicles, 1);
-    assert!(avg[0].total_metres > 5_000.0);
+    // Hand-written haversine of the two fixes (52.45, 13.46) and (52.5, 13.46).
+    let (p1, p2) = ((52.45f64, 13.46f64), (52.5f64, 13.46f64));
+    let (f1, f2) = (p1.0.to_radians(), p2.0.to_radians());
+    let (dphi, dlambda) = (f2 - f1, (p2.1 - p1.1).to_radians());
+    let a = (dphi / 2.0).sin().powi(2) + f1.cos() * f2.cos() * (dlambda / 2.0).sin().powi(2);
+    let expected = 2.0 * 6_371_008.8 * a.sqrt().asin();
+    assert!(
+        (avg[0].total_metres - expected).abs() < 1e-6,
+        "{} vs {expected}",
+        avg[0].total_metres
+    );
 
     // A range with a day without files stops there, and says which.
     let err = run_days(&config, june_1(), "2019-06-03".parse().unwrap(), &no_events)

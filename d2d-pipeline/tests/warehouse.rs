@@ -500,7 +500,8 @@ async fn rerun_drops_removed_files_and_takes_late_ones() {
             fix("v3", "2019-06-01T10:21:00Z", 40.01, -3.0),
         ],
     );
-    // Second run: the second file is gone, a late file has arrived.
+    // Second run: the second file was deleted from the lake's raw/dt=D/ (the only way a file
+    // leaves a day: the run loads what the lake holds), a late file has arrived.
     let second: Vec<(String, Vec<u8>)> = vec![d1[0].clone(), d1[2].clone(), late];
 
     let db = TestDb::create().await;
@@ -684,6 +685,46 @@ async fn loader_role_loads_and_bi_role_reads_only_bi() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("permission denied"), "{err}");
+}
+
+#[tokio::test]
+async fn roles_reach_objects_created_by_later_migrations() {
+    let db = TestDb::create().await;
+    let wh = fresh(&db).await;
+    // What a future migration would do, as the same owner that ran the others.
+    wh.client()
+        .batch_execute(
+            "CREATE TABLE dwh.later_table (n int);
+             CREATE PROCEDURE dwh.later_proc() LANGUAGE sql AS 'SELECT 1';
+             CREATE VIEW bi.later_view AS SELECT 1 AS one;",
+        )
+        .await
+        .unwrap();
+    wh.client()
+        .batch_execute(
+            "SET ROLE d2d_loader;
+             INSERT INTO dwh.later_table VALUES (1);
+             CALL dwh.later_proc();
+             RESET ROLE; SET ROLE d2d_bi",
+        )
+        .await
+        .unwrap();
+    let one: i32 = wh
+        .client()
+        .query_one("SELECT one FROM bi.later_view", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+    let err = wh
+        .client()
+        .query_one("SELECT count(*) FROM dwh.later_table", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
 }
 
 #[tokio::test]

@@ -37,12 +37,12 @@ pub struct RunStart {
     pub lake: Option<String>,
 }
 
-/// How a run ended.
+/// How a run ended (a run still going, or one that died, is `running` in the table: the
+/// default of its row, never written by [`Warehouse::finish_run`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
-    /// Still going (or died without closing its record).
-    Running,
-    /// Everything done and committed.
+    /// The load was committed. A step after the commit may still have failed: then the
+    /// record's `error` says which (`quarantine: …`, `cleanup: …`).
     Succeeded,
     /// Stopped by an error; the warehouse is as before the run.
     Failed,
@@ -52,7 +52,6 @@ impl RunStatus {
     /// The value in `etl.load_run.status`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
         }
@@ -68,7 +67,7 @@ pub struct RunCounts {
     pub bytes: u64,
     /// Non-blank lines.
     pub lines: u64,
-    /// Valid events (distinct within their file).
+    /// Distinct valid events loaded (`lines == events + duplicates + rejects`).
     pub events: u64,
     /// Events equal to an earlier one of the day.
     pub duplicates: u64,

@@ -54,7 +54,9 @@ pub struct DayLoadReport {
     pub files: u64,
     /// Non-blank lines parsed.
     pub lines: u64,
-    /// Valid events handed to staging (distinct within their file).
+    /// Distinct valid events loaded: staged events (distinct within their file) less those
+    /// the merge dropped as equal to an event of an earlier file of the day. So
+    /// `lines == events + duplicates + rejects`.
     pub events: u64,
     /// Events equal to an earlier one, within a file (dropped by the parser) or across the
     /// day's files (dropped by the merge).
@@ -215,7 +217,7 @@ impl<'a> DayLoad<'a> {
         self.report.rejects += parsed.rejects.len() as u64;
         for record in &parsed.events {
             let e = &record.event;
-            let line = line_number(record.line)?;
+            let line = line_number(key, record.line)?;
             let organization_id = e.organization_id.as_str().to_owned();
             match &e.kind {
                 EventKind::PeriodCreate(p) | EventKind::PeriodDelete(p) => {
@@ -261,7 +263,7 @@ impl<'a> DayLoad<'a> {
             self.rejects.push(RejectRow {
                 source_key: source_key.clone(),
                 source_time,
-                line: line_number(reject.line)?,
+                line: line_number(key, reject.line)?,
                 code: reject.reason.code(),
                 field: reject.reason.field().map(pg_text),
                 reason: pg_text(&reject.reason.to_string()),
@@ -292,7 +294,9 @@ impl<'a> DayLoad<'a> {
             let v: Option<i64> = row.get(name);
             v.map_or(0, |v| u64::try_from(v).unwrap_or(0))
         };
-        self.report.duplicates += count("duplicate_events");
+        let across_files = count("duplicate_events");
+        self.report.duplicates += across_files;
+        self.report.events = self.report.events.saturating_sub(across_files);
         self.report.rows = RowsLoaded {
             fact_vehicle_event: count("fact_vehicle_events"),
             fact_period_event: count("fact_period_events"),
@@ -310,114 +314,119 @@ impl<'a> DayLoad<'a> {
     }
 
     async fn flush_vehicles(&mut self) -> Result<()> {
-        let rows = std::mem::take(&mut self.vehicles);
-        self.copy(
-            VEHICLE_COPY,
-            VEHICLE_TYPES,
-            "staging.vehicle_event",
-            &rows,
-            |r| {
-                vec![
-                    &r.source_key,
-                    &r.source_time,
-                    &r.line,
-                    &r.event,
-                    &r.vehicle_id,
-                    &r.organization_id,
-                    &r.event_at,
-                    &r.lat,
-                    &r.lng,
-                    &r.location_at,
-                ]
-            },
-        )
-        .await?;
-        // Reuse the allocation for the next batch.
-        self.vehicles = rows;
-        self.vehicles.clear();
-        Ok(())
+        self.flush(|l| &mut l.vehicles).await
     }
 
     async fn flush_periods(&mut self) -> Result<()> {
-        let rows = std::mem::take(&mut self.periods);
-        self.copy(
-            PERIOD_COPY,
-            PERIOD_TYPES,
-            "staging.period_event",
-            &rows,
-            |r| {
-                vec![
-                    &r.source_key,
-                    &r.source_time,
-                    &r.line,
-                    &r.event,
-                    &r.operating_period_id,
-                    &r.organization_id,
-                    &r.event_at,
-                    &r.start_at,
-                    &r.finish_at,
-                ]
-            },
-        )
-        .await?;
-        self.periods = rows;
-        self.periods.clear();
-        Ok(())
+        self.flush(|l| &mut l.periods).await
     }
 
     async fn flush_rejects(&mut self) -> Result<()> {
-        let rows = std::mem::take(&mut self.rejects);
-        self.copy(REJECT_COPY, REJECT_TYPES, "staging.reject", &rows, |r| {
-            vec![
-                &r.source_key,
-                &r.source_time,
-                &r.line,
-                &r.code,
-                &r.field,
-                &r.reason,
-                &r.raw,
-            ]
-        })
-        .await?;
-        self.rejects = rows;
-        self.rejects.clear();
-        Ok(())
+        self.flush(|l| &mut l.rejects).await
     }
 
-    async fn copy<R>(
-        &mut self,
-        statement: &str,
-        types: &[Type],
-        table: &str,
-        rows: &[R],
-        values: impl for<'r> Fn(&'r R) -> Vec<&'r (dyn ToSql + Sync)>,
-    ) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let context = || format!("COPY {} rows into {table}", rows.len());
-        let sink = self
-            .tx
-            .copy_in(statement)
-            .await
-            .map_err(db_error(context()))?;
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, types));
-        for row in rows {
-            writer
-                .as_mut()
-                .write(&values(row))
+    /// COPYs the buffered rows of one staging table, keeping the buffer's allocation for the
+    /// next batch.
+    async fn flush<R: StagedRow>(&mut self, buffer: fn(&mut Self) -> &mut Vec<R>) -> Result<()> {
+        let rows = std::mem::take(buffer(self));
+        if !rows.is_empty() {
+            let started = Instant::now();
+            let context = || format!("COPY {} rows into {}", rows.len(), R::TABLE);
+            let sink = self
+                .tx
+                .copy_in(R::COPY)
                 .await
                 .map_err(db_error(context()))?;
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, R::TYPES));
+            for row in &rows {
+                writer
+                    .as_mut()
+                    .write(&row.values())
+                    .await
+                    .map_err(db_error(context()))?;
+            }
+            writer.finish().await.map_err(db_error(context()))?;
+            self.report.copy += started.elapsed();
         }
-        writer.finish().await.map_err(db_error(context()))?;
-        self.report.copy += started.elapsed();
+        let kept = buffer(self);
+        *kept = rows;
+        kept.clear();
         Ok(())
     }
 }
 
-fn line_number(line: u64) -> Result<i64> {
-    i64::try_from(line).map_err(|_| Error::Config(format!("line number {line} is out of range")))
+/// A row of a staging table, written by binary COPY.
+trait StagedRow {
+    /// The `COPY … FROM STDIN (FORMAT binary)` statement.
+    const COPY: &'static str;
+    /// Column types, in the statement's order.
+    const TYPES: &'static [Type];
+    /// The table, for messages.
+    const TABLE: &'static str;
+    /// Column values, in the statement's order.
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)>;
+}
+
+impl StagedRow for VehicleRow {
+    const COPY: &'static str = VEHICLE_COPY;
+    const TYPES: &'static [Type] = VEHICLE_TYPES;
+    const TABLE: &'static str = "staging.vehicle_event";
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.source_key,
+            &self.source_time,
+            &self.line,
+            &self.event,
+            &self.vehicle_id,
+            &self.organization_id,
+            &self.event_at,
+            &self.lat,
+            &self.lng,
+            &self.location_at,
+        ]
+    }
+}
+
+impl StagedRow for PeriodRow {
+    const COPY: &'static str = PERIOD_COPY;
+    const TYPES: &'static [Type] = PERIOD_TYPES;
+    const TABLE: &'static str = "staging.period_event";
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.source_key,
+            &self.source_time,
+            &self.line,
+            &self.event,
+            &self.operating_period_id,
+            &self.organization_id,
+            &self.event_at,
+            &self.start_at,
+            &self.finish_at,
+        ]
+    }
+}
+
+impl StagedRow for RejectRow {
+    const COPY: &'static str = REJECT_COPY;
+    const TYPES: &'static [Type] = REJECT_TYPES;
+    const TABLE: &'static str = "staging.reject";
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.source_key,
+            &self.source_time,
+            &self.line,
+            &self.code,
+            &self.field,
+            &self.reason,
+            &self.raw,
+        ]
+    }
+}
+
+fn line_number(key: &str, line: u64) -> Result<i64> {
+    i64::try_from(line).map_err(|_| Error::Internal {
+        context: format!("staging {key:?}: line number {line} does not fit a bigint"),
+    })
 }
 
 /// PostgreSQL text cannot hold NUL; a raw line or reason quoting one keeps U+FFFD instead

@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 
 use super::db_error;
 use crate::error::{Error, Result};
+use crate::store::hex;
 
 /// One embedded migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "roles",
         sql: include_str!("../../migrations/0006_roles.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "default_privileges",
+        sql: include_str!("../../migrations/0007_default_privileges.sql"),
     },
 ];
 
@@ -185,17 +191,6 @@ fn plan(applied: &[(i32, String, String)]) -> Result<(Vec<i32>, Vec<&'static Mig
         .filter(|m| !done.contains(&m.version))
         .collect();
     Ok((done, pending))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]
