@@ -22,7 +22,8 @@ pub struct LandingName {
 
 impl LandingName {
     /// Reads the name part of `key` (after the last `/`); `None` if it does not follow the
-    /// `YYYY-MM-DD-H-M-S-events.<ext>` pattern or names an impossible date or time.
+    /// `YYYY-MM-DD-H-M-S-events.<ext>` pattern (one alphanumeric extension such as `txt` or
+    /// `json`: a `….txt.bak` copy is not a landing file) or names an impossible date or time.
     ///
     /// ```
     /// use d2d_model::landing::LandingName;
@@ -34,7 +35,9 @@ impl LandingName {
     pub fn parse(key: &str) -> Option<Self> {
         let name = key.rsplit('/').next()?;
         let (stamp, ext) = name.split_once("-events.")?;
-        if ext.is_empty() || ext.contains('/') {
+        // One plain extension (`txt`, `json`): `….txt.bak` or `….txt~` is a stray copy, not a
+        // landing file, and must not be loaded as part of the day.
+        if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return None;
         }
         let mut parts = stamp.split('-');
@@ -95,6 +98,8 @@ mod tests {
             "2019-06-01-15-17-3-events.",
             "2019-06-01-15-17-x-events.txt",
             "2019-06-01-15-17-3.txt",
+            "2019-06-01-15-17-3-events.txt.bak",
+            "2019-06-01-15-17-3-events.txt~",
             "",
         ] {
             assert!(LandingName::parse(bad).is_none(), "{bad}");
