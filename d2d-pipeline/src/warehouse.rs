@@ -32,6 +32,8 @@ mod audit;
 mod connect;
 mod load;
 mod migrate;
+mod seen;
+mod vehicle_day;
 
 use chrono::NaiveDate;
 use tokio_postgres::{Client, NoTls};
@@ -42,9 +44,6 @@ pub use load::{DayLoad, DayLoadReport, LoadOptions, RowsLoaded, BATCH_ROWS};
 pub use migrate::{Migration, MigrationReport, MIGRATIONS};
 
 use crate::error::{Error, Result};
-
-/// Key of the advisory lock that serialises loads (staging is shared).
-pub(crate) const LOAD_LOCK: i64 = 2_032_060_102;
 
 /// A connection to the warehouse.
 pub struct Warehouse {
@@ -128,6 +127,12 @@ impl Warehouse {
     /// migration's text changed, or that knows a version this build does not.
     pub async fn migrate(&mut self) -> Result<MigrationReport> {
         migrate::migrate(&mut self.client).await
+    }
+
+    /// Applies the pending migrations up to and including `version` only: to stage an
+    /// upgrade (or test one) on a copy of a warehouse. The daily run always migrates fully.
+    pub async fn migrate_to(&mut self, version: i32) -> Result<MigrationReport> {
+        migrate::migrate_to(&mut self.client, version).await
     }
 
     /// The migrations this database still lacks; reading needs no schema rights.

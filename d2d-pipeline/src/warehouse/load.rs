@@ -3,9 +3,18 @@
 //!
 //! Rows are buffered per staging table and copied in batches of [`BATCH_ROWS`], so memory
 //! stays bounded however large the day is: the caller hands over one file's parse at a time.
+//! What else the loader keeps grows with the fleet, not with the day: one summary per vehicle
+//! ([`super::vehicle_day`]), the lifecycle events seen (to drop repeats exactly), and a
+//! fixed-size filter of the update events seen ([`super::seen`]).
+//!
+//! The vehicle events go straight into `staging.vehicle_event`, the day's next partition of
+//! `dwh.fact_vehicle_event` (see migration 8); `COPY … FREEZE` writes them once, already
+//! visible to every later transaction, so nothing rewrites them to set hint bits.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -16,7 +25,9 @@ use postgres_types::{ToSql, Type};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Transaction;
 
-use super::{db_error, LOAD_LOCK};
+use super::db_error;
+use super::seen::{micros, SeenFilter, UpdateKey};
+use super::vehicle_day::{self, Position, Seen, VehicleDay};
 use crate::error::{Error, Result};
 
 /// Rows buffered per staging table before a COPY sends them.
@@ -72,6 +83,7 @@ pub struct DayLoadReport {
 }
 
 struct VehicleRow {
+    landing_day: NaiveDate,
     source_key: String,
     source_time: Option<NaiveDateTime>,
     line: i64,
@@ -96,6 +108,17 @@ struct PeriodRow {
     finish_at: DateTime<Utc>,
 }
 
+/// An update event staged that may repeat another of the day: `dwh.merge_day` keeps the
+/// first in landing order of the events equal to it.
+struct CandidateRow {
+    vehicle_id: String,
+    organization_id: String,
+    event_at: DateTime<Utc>,
+    lat: f64,
+    lng: f64,
+    location_at: DateTime<Utc>,
+}
+
 struct RejectRow {
     source_key: String,
     source_time: Option<NaiveDateTime>,
@@ -106,9 +129,12 @@ struct RejectRow {
     raw: String,
 }
 
-const VEHICLE_COPY: &str = "COPY staging.vehicle_event (source_key, source_time, line, event, \
-    vehicle_id, organization_id, event_at, lat, lng, location_at) FROM STDIN (FORMAT binary)";
+// FREEZE: dwh.begin_day truncated the table in this transaction.
+const VEHICLE_COPY: &str = "COPY staging.vehicle_event (landing_day, source_key, source_time, \
+    line, event, vehicle_id, organization_id, event_at, lat, lng, location_at) \
+    FROM STDIN (FORMAT binary, FREEZE)";
 const VEHICLE_TYPES: &[Type] = &[
+    Type::DATE,
     Type::TEXT,
     Type::TIMESTAMP,
     Type::INT8,
@@ -131,6 +157,16 @@ const PERIOD_TYPES: &[Type] = &[
     Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+];
+const CANDIDATE_COPY: &str = "COPY staging.duplicate_candidate (vehicle_id, organization_id, \
+    event_at, lat, lng, location_at) FROM STDIN (FORMAT binary)";
+const CANDIDATE_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::FLOAT8,
+    Type::FLOAT8,
     Type::TIMESTAMPTZ,
 ];
 const REJECT_COPY: &str = "COPY staging.reject (source_key, source_time, line, code, field, \
@@ -156,9 +192,25 @@ pub struct DayLoad<'a> {
     options: LoadOptions,
     sources: HashSet<String>,
     vehicles: Vec<VehicleRow>,
+    candidates: Vec<CandidateRow>,
     periods: Vec<PeriodRow>,
     rejects: Vec<RejectRow>,
+    seen_updates: SeenFilter,
+    /// Register/deregister events: few per vehicle, so kept until the commit, each at its
+    /// first position in landing order, and de-duplicated exactly.
+    lifecycle: HashMap<LifecycleKey, (Position, VehicleRow)>,
+    vehicle_days: HashMap<String, VehicleDay>,
     report: DayLoadReport,
+}
+
+/// The identity of a register or deregister event, as `dwh.merge_day` compared it.
+#[derive(PartialEq, Eq, Hash)]
+struct LifecycleKey {
+    verb: &'static str,
+    vehicle_id: String,
+    organization_id: String,
+    event_at: i64,
+    location: Option<(u64, u64, i64)>,
 }
 
 impl<'a> DayLoad<'a> {
@@ -174,22 +226,23 @@ impl<'a> DayLoad<'a> {
                 )));
             }
         }
-        // Staging is shared by all loads: only one may fill it at a time.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOAD_LOCK])
+        // Takes the load lock (staging is shared by all loads: one fills it at a time),
+        // empties staging and marks it as the partition of `day`.
+        tx.execute("CALL dwh.begin_day($1)", &[&day])
             .await
-            .map_err(db_error("take the load lock"))?;
-        // Empty already, unless someone wrote to it by hand; it must hold this day alone.
-        tx.batch_execute("TRUNCATE staging.vehicle_event, staging.period_event, staging.reject")
-            .await
-            .map_err(db_error("empty staging"))?;
+            .map_err(db_error(format!("prepare staging for landing day {day}")))?;
         Ok(DayLoad {
             tx,
             day,
             options,
             sources: HashSet::new(),
             vehicles: Vec::new(),
+            candidates: Vec::new(),
             periods: Vec::new(),
             rejects: Vec::new(),
+            seen_updates: SeenFilter::default(),
+            lifecycle: HashMap::new(),
+            vehicle_days: HashMap::new(),
             report: DayLoadReport::default(),
         })
     }
@@ -200,7 +253,10 @@ impl<'a> DayLoad<'a> {
     }
 
     /// Stages the parse of one source object; `key` is its landing key (the lineage written
-    /// to every row), and `parsed` must come from that object alone.
+    /// to every row), and `parsed` must come from that object alone. Objects may come in any
+    /// order; of equal events the first in landing order
+    /// ([`d2d_model::landing::landing_order`]) is kept, and reading them in that order (as the
+    /// daily run does) is what keeps the memory flat.
     pub async fn add_file(&mut self, key: &str, parsed: &Parsed) -> Result<()> {
         if !self.sources.insert(key.to_owned()) {
             return Err(Error::DuplicateSource {
@@ -208,8 +264,9 @@ impl<'a> DayLoad<'a> {
                 day: self.day,
             });
         }
-        let source_key = pg_text(key);
         let source_time = LandingName::parse(key).map(|n| n.datetime());
+        let position_key: Arc<str> = Arc::from(key);
+        let source_key = pg_text(key);
         self.report.files += 1;
         self.report.lines += parsed.lines;
         self.report.duplicates += parsed.duplicates;
@@ -241,18 +298,49 @@ impl<'a> DayLoad<'a> {
                         continue;
                     };
                     let location = kind.location();
-                    self.vehicles.push(VehicleRow {
+                    let verb = kind.verb();
+                    let vehicle_id = vehicle.as_str();
+                    let row = VehicleRow {
+                        landing_day: self.day,
                         source_key: source_key.clone(),
                         source_time,
                         line,
-                        event: kind.verb(),
-                        vehicle_id: vehicle.as_str().to_owned(),
+                        event: verb,
+                        vehicle_id: vehicle_id.to_owned(),
                         organization_id,
                         event_at: e.at,
                         lat: location.map(|l| l.position.lat()),
                         lng: location.map(|l| l.position.lng()),
                         location_at: location.map(|l| l.at),
+                    };
+                    let position = Position::new(source_time, position_key.clone(), record.line);
+                    let (Some(l), "update") = (location, verb) else {
+                        self.stage_lifecycle(position, row);
+                        continue;
+                    };
+                    let candidate = self.seen_updates.insert(&UpdateKey {
+                        vehicle_id,
+                        organization_id: &row.organization_id,
+                        event_at: e.at,
+                        lat: l.position.lat(),
+                        lng: l.position.lng(),
+                        location_at: l.at,
                     });
+                    if candidate {
+                        self.candidates.push(CandidateRow {
+                            vehicle_id: row.vehicle_id.clone(),
+                            organization_id: row.organization_id.clone(),
+                            event_at: e.at,
+                            lat: l.position.lat(),
+                            lng: l.position.lng(),
+                            location_at: l.at,
+                        });
+                        if self.candidates.len() >= BATCH_ROWS {
+                            self.flush_candidates().await?;
+                        }
+                    }
+                    self.summarise(position, &row);
+                    self.vehicles.push(row);
                     if self.vehicles.len() >= BATCH_ROWS {
                         self.flush_vehicles().await?;
                     }
@@ -276,11 +364,68 @@ impl<'a> DayLoad<'a> {
         Ok(())
     }
 
+    /// Keeps a register/deregister event until the commit, unless an equal one is kept
+    /// already: then the one first in landing order stays and the other counts as a
+    /// duplicate.
+    fn stage_lifecycle(&mut self, position: Position, row: VehicleRow) {
+        let key = LifecycleKey {
+            verb: row.event,
+            vehicle_id: row.vehicle_id.clone(),
+            organization_id: row.organization_id.clone(),
+            event_at: micros(row.event_at),
+            location: match (row.lat, row.lng, row.location_at) {
+                (Some(lat), Some(lng), Some(at)) => {
+                    Some(((lat + 0.0).to_bits(), (lng + 0.0).to_bits(), micros(at)))
+                }
+                _ => None,
+            },
+        };
+        match self.lifecycle.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert((position, row));
+            }
+            Entry::Occupied(mut o) => {
+                self.report.duplicates += 1;
+                self.report.events -= 1;
+                if position < o.get().0 {
+                    o.insert((position, row));
+                }
+            }
+        }
+    }
+
+    /// Adds a staged vehicle event to its vehicle's `dwh.vehicle_day` summary.
+    fn summarise(&mut self, position: Position, row: &VehicleRow) {
+        let seen = Seen {
+            position,
+            verb: row.event,
+            organization_id: &row.organization_id,
+            event_at: row.event_at,
+            fix_at: row.location_at.filter(|_| row.event == "update"),
+        };
+        match self.vehicle_days.get_mut(&row.vehicle_id) {
+            Some(day) => day.add(&seen),
+            None => {
+                let day = VehicleDay::new(&row.vehicle_id, self.day, &seen);
+                self.vehicle_days.insert(row.vehicle_id.clone(), day);
+            }
+        }
+    }
+
     /// Copies what is buffered, merges the day into dwh, empties staging and commits.
     pub async fn commit(mut self) -> Result<DayLoadReport> {
+        for (position, row) in std::mem::take(&mut self.lifecycle).into_values() {
+            self.summarise(position, &row);
+            self.vehicles.push(row);
+            if self.vehicles.len() >= BATCH_ROWS {
+                self.flush_vehicles().await?;
+            }
+        }
         self.flush_vehicles().await?;
+        self.flush_candidates().await?;
         self.flush_periods().await?;
         self.flush_rejects().await?;
+        self.copy_vehicle_days().await?;
         let started = Instant::now();
         let row = self
             .tx
@@ -315,6 +460,33 @@ impl<'a> DayLoad<'a> {
 
     async fn flush_vehicles(&mut self) -> Result<()> {
         self.flush(|l| &mut l.vehicles).await
+    }
+
+    async fn flush_candidates(&mut self) -> Result<()> {
+        self.flush(|l| &mut l.candidates).await
+    }
+
+    /// COPYs the day's per-vehicle summaries (one row per vehicle).
+    async fn copy_vehicle_days(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let days = std::mem::take(&mut self.vehicle_days);
+        let context = || format!("COPY {} rows into staging.vehicle_day", days.len());
+        let sink = self
+            .tx
+            .copy_in(vehicle_day::COPY)
+            .await
+            .map_err(db_error(context()))?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, vehicle_day::TYPES));
+        for day in days.values() {
+            writer
+                .as_mut()
+                .write(&day.values())
+                .await
+                .map_err(db_error(context()))?;
+        }
+        writer.finish().await.map_err(db_error(context()))?;
+        self.report.copy += started.elapsed();
+        Ok(())
     }
 
     async fn flush_periods(&mut self) -> Result<()> {
@@ -373,6 +545,7 @@ impl StagedRow for VehicleRow {
     const TABLE: &'static str = "staging.vehicle_event";
     fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
         vec![
+            &self.landing_day,
             &self.source_key,
             &self.source_time,
             &self.line,
@@ -402,6 +575,22 @@ impl StagedRow for PeriodRow {
             &self.event_at,
             &self.start_at,
             &self.finish_at,
+        ]
+    }
+}
+
+impl StagedRow for CandidateRow {
+    const COPY: &'static str = CANDIDATE_COPY;
+    const TYPES: &'static [Type] = CANDIDATE_TYPES;
+    const TABLE: &'static str = "staging.duplicate_candidate";
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.vehicle_id,
+            &self.organization_id,
+            &self.event_at,
+            &self.lat,
+            &self.lng,
+            &self.location_at,
         ]
     }
 }
@@ -454,6 +643,7 @@ mod tests {
     fn copy_statements_list_as_many_columns_as_types() {
         for (sql, types) in [
             (VEHICLE_COPY, VEHICLE_TYPES),
+            (CANDIDATE_COPY, CANDIDATE_TYPES),
             (PERIOD_COPY, PERIOD_TYPES),
             (REJECT_COPY, REJECT_TYPES),
         ] {

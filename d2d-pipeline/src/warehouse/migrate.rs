@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "default_privileges",
         sql: include_str!("../../migrations/0007_default_privileges.sql"),
     },
+    Migration {
+        version: 8,
+        name: "fleet_scale",
+        sql: include_str!("../../migrations/0008_fleet_scale.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migration runs within a database.
@@ -94,6 +99,11 @@ const HISTORY_DDL: &str = "
 
 /// Applies every pending migration; see the module documentation.
 pub async fn migrate(client: &mut Client) -> Result<MigrationReport> {
+    migrate_to(client, i32::MAX).await
+}
+
+/// Applies the pending migrations up to and including version `last`.
+pub async fn migrate_to(client: &mut Client, last: i32) -> Result<MigrationReport> {
     let tx = client
         .transaction()
         .await
@@ -110,7 +120,7 @@ pub async fn migrate(client: &mut Client) -> Result<MigrationReport> {
         already_applied: done,
         applied: Vec::new(),
     };
-    for m in pending {
+    for m in pending.into_iter().filter(|m| m.version <= last) {
         tx.batch_execute(m.sql)
             .await
             .map_err(|e| Error::Migration {
