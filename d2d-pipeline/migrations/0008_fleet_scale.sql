@@ -78,7 +78,7 @@ COMMENT ON TABLE dwh.fact_vehicle_event IS
 
 -- A vehicle's track, in time order: what distances and duplicate checks read.
 CREATE INDEX fact_vehicle_event_track ON dwh.fact_vehicle_event (vehicle_id, location_at)
-    INCLUDE (lat, lng) WHERE event = 'update';
+    INCLUDE (lat, lng, landing_day) WHERE event = 'update';
 
 -- Staging for the vehicle events: the next day's partition, built aside. Not UNLOGGED, since it
 -- becomes part of dwh; it is TRUNCATEd at the start of every load, so COPY may FREEZE its rows.
@@ -136,7 +136,7 @@ BEGIN
           FROM dwh.fact_vehicle_event_v7
          WHERE landing_day = v_day
          ORDER BY source_time NULLS LAST, source_key, line;
-        EXECUTE format('CREATE INDEX %I ON staging.vehicle_event (vehicle_id, location_at) INCLUDE (lat, lng) WHERE event = ''update''',
+        EXECUTE format('CREATE INDEX %I ON staging.vehicle_event (vehicle_id, location_at) INCLUDE (lat, lng, landing_day) WHERE event = ''update''',
                        dwh.day_partition(v_day) || '_track');
         CALL dwh.swap_day_partition(v_day);
     END LOOP;
@@ -162,50 +162,44 @@ END
 $$;
 
 -- 3. Distances of given (period, vehicle) pairs, from the partitions dwh.vehicle_day names.
--- Reads pg_temp.distance_pair (operating_period_id, vehicle_id, start_at, finish_at), which
--- the caller fills; appends the rows to dwh.vehicle_period_distance (the caller deleted the
+-- Reads pg_temp.distance_pair (pair_no, operating_period_id, vehicle_id, start_at, finish_at),
+-- which the caller fills (pair_no numbers the pairs: fixes sort by it, an integer, not by two
+-- texts); appends the rows to dwh.vehicle_period_distance (the caller deleted the
 -- old ones). Repeated fixes count once; without a speed limit the walk is a window over the
--- fixes in (time, lat, lng) order, with one.
+-- fixes in (time, lat, lng) order; with one, dwh.track_walk.
 CREATE PROCEDURE dwh.compute_pair_distances(p_max_speed_mps double precision,
                                             INOUT p_rows bigint DEFAULT NULL)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_max_speed_mps IS NULL THEN
+        -- Rows reach the aggregate in window order, so each sum adds the legs in time order,
+        -- as d2d_model::distance does; the last kept fix is the last fix.
         INSERT INTO dwh.vehicle_period_distance
                (operating_period_id, vehicle_id, fixes, first_at, last_at, metres)
-        SELECT w.operating_period_id, w.vehicle_id, w.n, w.first_at, w.location_at,
-               coalesce(w.metres, 0)
-          FROM (SELECT s.operating_period_id, s.vehicle_id, s.location_at, s.n, s.total,
-                       s.first_at,
-                       sum(dwh.haversine_m(s.prev_lat, s.prev_lng, s.lat, s.lng)) OVER (
-                           PARTITION BY s.operating_period_id, s.vehicle_id
-                           ORDER BY s.location_at, s.lat, s.lng
-                           ROWS UNBOUNDED PRECEDING) AS metres
-                  FROM (SELECT f.*,
-                               lag(f.lat) OVER w AS prev_lat,
-                               lag(f.lng) OVER w AS prev_lng,
-                               row_number() OVER w AS n,
-                               count(*) OVER (PARTITION BY f.operating_period_id, f.vehicle_id) AS total,
-                               first_value(f.location_at) OVER w AS first_at
-                          FROM (SELECT DISTINCT a.operating_period_id, a.vehicle_id,
-                                       x.location_at, x.lat, x.lng
-                                  FROM pg_temp.distance_pair AS a
-                                  JOIN dwh.vehicle_day AS d
-                                    ON d.vehicle_id = a.vehicle_id
-                                   AND d.first_fix_at <= a.finish_at
-                                   AND d.last_fix_at >= a.start_at
-                                 CROSS JOIN LATERAL (
-                                       SELECT e.location_at, e.lat, e.lng
-                                         FROM dwh.fact_vehicle_event AS e
-                                        WHERE e.landing_day = d.landing_day
-                                          AND e.vehicle_id = d.vehicle_id
-                                          AND e.event = 'update'
-                                          AND e.location_at BETWEEN a.start_at AND a.finish_at) AS x
-                               ) AS f
-                        WINDOW w AS (PARTITION BY f.operating_period_id, f.vehicle_id
-                                     ORDER BY f.location_at, f.lat, f.lng
-                                     ROWS UNBOUNDED PRECEDING)) AS s) AS w
-         WHERE w.n = w.total;
+        SELECT p.operating_period_id, p.vehicle_id, t.fixes, t.first_at, t.last_at, t.metres
+          FROM (SELECT s.pair_no, count(*) AS fixes, min(s.location_at) AS first_at,
+                       max(s.location_at) AS last_at,
+                       coalesce(sum(dwh.haversine_m(s.prev_lat, s.prev_lng, s.lat, s.lng)), 0) AS metres
+          FROM (SELECT f.*,
+                       lag(f.lat) OVER w AS prev_lat,
+                       lag(f.lng) OVER w AS prev_lng
+                  FROM (SELECT DISTINCT a.pair_no, x.location_at, x.lat, x.lng
+                          FROM pg_temp.distance_pair AS a
+                          JOIN dwh.vehicle_day AS d
+                            ON d.vehicle_id = a.vehicle_id
+                           AND d.first_fix_at <= a.finish_at
+                           AND d.last_fix_at >= a.start_at
+                         CROSS JOIN LATERAL (
+                               SELECT e.location_at, e.lat, e.lng
+                                 FROM dwh.fact_vehicle_event AS e
+                                WHERE e.landing_day = d.landing_day
+                                  AND e.vehicle_id = d.vehicle_id
+                                  AND e.event = 'update'
+                                  AND e.location_at BETWEEN a.start_at AND a.finish_at) AS x
+                       ) AS f
+                WINDOW w AS (PARTITION BY f.pair_no ORDER BY f.location_at, f.lat, f.lng)) AS s
+         GROUP BY s.pair_no) AS t
+          JOIN pg_temp.distance_pair AS p ON p.pair_no = t.pair_no;
     ELSE
         INSERT INTO dwh.vehicle_period_distance
                (operating_period_id, vehicle_id, fixes, first_at, last_at, metres)
@@ -245,11 +239,13 @@ BEGIN
     SELECT r.max_speed_mps INTO v_max_speed FROM dwh.distance_rule AS r;
     DROP TABLE IF EXISTS pg_temp.distance_pair;
     CREATE TEMP TABLE distance_pair ON COMMIT DROP AS
-    SELECT DISTINCT p.operating_period_id, d.vehicle_id, p.start_at, p.finish_at
-      FROM dwh.dim_operating_period AS p
-      JOIN dwh.vehicle_day AS d ON d.first_fix_at <= p.finish_at AND d.last_fix_at >= p.start_at
-     WHERE NOT p.deleted
-       AND (p_periods IS NULL OR p.operating_period_id = ANY (p_periods));
+    SELECT row_number() OVER (ORDER BY q.operating_period_id, q.vehicle_id) AS pair_no, q.*
+      FROM (SELECT DISTINCT p.operating_period_id, d.vehicle_id, p.start_at, p.finish_at
+              FROM dwh.dim_operating_period AS p
+              JOIN dwh.vehicle_day AS d
+                ON d.first_fix_at <= p.finish_at AND d.last_fix_at >= p.start_at
+             WHERE NOT p.deleted
+               AND (p_periods IS NULL OR p.operating_period_id = ANY (p_periods))) AS q;
     IF p_periods IS NULL THEN
         DELETE FROM dwh.vehicle_period_distance;
     ELSE
@@ -305,8 +301,11 @@ BEGIN
     v_rule_moved := FOUND;
 
     -- The day's track index, built once over the whole day (cheaper than per row).
-    EXECUTE format('CREATE INDEX %I ON staging.vehicle_event (vehicle_id, location_at) INCLUDE (lat, lng) WHERE event = ''update''',
+    EXECUTE format('CREATE INDEX %I ON staging.vehicle_event (vehicle_id, location_at) INCLUDE (lat, lng, landing_day) WHERE event = ''update''',
                    v_part || '_track');
+    -- Statistics, and the count of all-visible pages (COPY FREEZE set them all) without which
+    -- the planner would not read tracks from the index alone.
+    ANALYZE staging.vehicle_event;
 
     -- Of the events equal to a candidate, the first in landing order (file time, NULLs last,
     -- then key, then line) stays, as d2d_model::parse::Parsed::merge keeps it. Every group of
@@ -441,6 +440,8 @@ BEGIN
     ELSE
         DROP TABLE IF EXISTS pg_temp.distance_pair;
         CREATE TEMP TABLE distance_pair ON COMMIT DROP AS
+        SELECT row_number() OVER (ORDER BY q.operating_period_id, q.vehicle_id) AS pair_no, q.*
+          FROM (
         SELECT p.operating_period_id, d.vehicle_id, p.start_at, p.finish_at
           FROM dwh.dim_operating_period AS p
           JOIN dwh.vehicle_day AS d
@@ -451,12 +452,15 @@ BEGIN
           FROM dwh.dim_operating_period AS p
           JOIN pg_temp.day_vehicle AS v
             ON v.first_fix_at <= p.finish_at AND v.last_fix_at >= p.start_at
-         WHERE NOT p.deleted;
+         WHERE NOT p.deleted) AS q;
+        -- Two statements, each through the primary key: an OR would scan the whole table,
+        -- which grows with every day loaded.
         DELETE FROM dwh.vehicle_period_distance AS d
-         WHERE d.operating_period_id = ANY (v_periods)
-            OR EXISTS (SELECT FROM pg_temp.distance_pair AS a
-                        WHERE a.operating_period_id = d.operating_period_id
-                          AND a.vehicle_id = d.vehicle_id);
+         WHERE d.operating_period_id = ANY (v_periods);
+        DELETE FROM dwh.vehicle_period_distance AS d
+         USING pg_temp.distance_pair AS a
+         WHERE d.operating_period_id = a.operating_period_id
+           AND d.vehicle_id = a.vehicle_id;
         ANALYZE pg_temp.distance_pair;
         CALL dwh.compute_pair_distances(p_max_speed_mps, distance_rows);
         DROP TABLE pg_temp.distance_pair;
