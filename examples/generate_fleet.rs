@@ -810,7 +810,15 @@ impl Vehicle {
 struct Fleet {
     /// Contiguous groups of vehicles, one task each; files list vehicles in index order
     /// whatever the grouping, so the output does not depend on the number of threads.
-    shards: Vec<Vec<Vehicle>>,
+    shards: Vec<Shard>,
+}
+
+struct Shard {
+    vehicles: Vec<Vehicle>,
+    /// This shard's lines per second of the current chunk. Kept from chunk to chunk: fresh
+    /// buffers every chunk cost more in page faults than the generation itself.
+    seconds: Vec<Vec<u8>>,
+    counts: Counts,
 }
 
 impl Fleet {
@@ -826,13 +834,47 @@ impl Fleet {
         let mut shards = Vec::new();
         let mut rest = vehicles.into_iter();
         loop {
-            let shard: Vec<Vehicle> = rest.by_ref().take(per_shard).collect();
-            if shard.is_empty() {
+            let vehicles: Vec<Vehicle> = rest.by_ref().take(per_shard).collect();
+            if vehicles.is_empty() {
                 break;
             }
-            shards.push(shard);
+            shards.push(Shard {
+                vehicles,
+                seconds: Vec::new(),
+                counts: Counts::default(),
+            });
         }
         Fleet { shards }
+    }
+}
+
+/// The files of one chunk of seconds, assembled on demand from the shards' buffers.
+struct Chunk<'a> {
+    from_s: i64,
+    period_lines: &'a BTreeMap<i64, Vec<u8>>,
+    shards: &'a [Shard],
+}
+
+impl Chunk<'_> {
+    fn parts(&self, i: usize) -> impl Iterator<Item = &[u8]> {
+        let s = self.from_s + i as i64;
+        let periods = self.period_lines.get(&s).map_or(&[][..], Vec::as_slice);
+        std::iter::once(periods).chain(self.shards.iter().map(move |sh| sh.seconds[i].as_slice()))
+    }
+
+    fn len(&self, i: usize) -> usize {
+        self.parts(i).map(<[u8]>::len).sum()
+    }
+
+    fn key(&self, i: usize) -> String {
+        landing_key(self.from_s + i as i64 - NAME_CLOCK_LAG_S)
+    }
+
+    fn assemble(&self, i: usize, out: &mut Vec<u8>) {
+        out.clear();
+        for p in self.parts(i) {
+            out.extend_from_slice(p);
+        }
     }
 }
 
@@ -972,53 +1014,51 @@ fn generate_day(
 
     let (mut files, mut bytes) = (0u64, 0u64);
     let (mut first_key, mut last_key) = (None, None);
-    let chunk = plan.chunk_seconds();
+    let chunk_seconds = plan.chunk_seconds();
     let mut from_s = window.first_s;
     while from_s < window.end_s {
-        let to_s = (from_s + chunk).min(window.end_s);
+        let to_s = (from_s + chunk_seconds).min(window.end_s);
         let n = (to_s - from_s) as usize;
-        let parts: Vec<(Vec<Vec<u8>>, Counts)> = fleet
+        fleet
             .shards
             .par_iter_mut()
-            .map(|shard| {
-                let mut seconds = vec![Vec::new(); n];
-                let mut counts = Counts::default();
-                for v in shard.iter_mut() {
-                    v.run_chunk(plan, window, (from_s, to_s), &mut seconds, &mut counts)?;
+            .try_for_each(|shard| -> Result<()> {
+                shard.seconds.resize_with(n, Vec::new);
+                shard.seconds.iter_mut().for_each(Vec::clear);
+                shard.counts = Counts::default();
+                for v in shard.vehicles.iter_mut() {
+                    v.run_chunk(
+                        plan,
+                        window,
+                        (from_s, to_s),
+                        &mut shard.seconds,
+                        &mut shard.counts,
+                    )?;
                 }
-                Ok((seconds, counts))
-            })
-            .collect::<Result<_>>()?;
-        for (_, c) in &parts {
-            counts.add(c);
+                Ok(())
+            })?;
+        for shard in &fleet.shards {
+            counts.add(&shard.counts);
         }
-        let chunk_files: Vec<(String, Vec<u8>)> = (0..n)
-            .into_par_iter()
-            .filter_map(|i| {
-                let s = from_s + i as i64;
-                let periods = period_lines.get(&s).map_or(&[][..], Vec::as_slice);
-                let len = periods.len() + parts.iter().map(|p| p.0[i].len()).sum::<usize>();
-                if len == 0 {
-                    return None;
-                }
-                let mut body = Vec::with_capacity(len);
-                body.extend_from_slice(periods);
-                for p in &parts {
-                    body.extend_from_slice(&p.0[i]);
-                }
-                Some((landing_key(s - NAME_CLOCK_LAG_S), body))
-            })
+        let chunk = Chunk {
+            from_s,
+            period_lines: &period_lines,
+            shards: &fleet.shards,
+        };
+        // Seconds without events have no file, as in the feed.
+        let present: Vec<(usize, usize)> = (0..n)
+            .map(|i| (i, chunk.len(i)))
+            .filter(|&(_, len)| len > 0)
             .collect();
-        drop(parts);
-        files += chunk_files.len() as u64;
-        bytes += chunk_files.iter().map(|f| f.1.len() as u64).sum::<u64>();
+        files += present.len() as u64;
+        bytes += present.iter().map(|&(_, len)| len as u64).sum::<u64>();
         if first_key.is_none() {
-            first_key = chunk_files.first().map(|f| f.0.clone());
+            first_key = present.first().map(|&(i, _)| chunk.key(i));
         }
-        if let Some(f) = chunk_files.last() {
-            last_key = Some(f.0.clone());
+        if let Some(&(i, _)) = present.last() {
+            last_key = Some(chunk.key(i));
         }
-        sink.write(chunk_files)?;
+        sink.write_chunk(&chunk, &present)?;
         from_s = to_s;
     }
 
@@ -1027,7 +1067,7 @@ fn generate_day(
     );
     let mut text = serde_json::to_vec_pretty(&manifest)?;
     text.push(b'\n');
-    sink.write(vec![(format!("generator/manifest-{date}.json"), text)])?;
+    sink.write_file(format!("generator/manifest-{date}.json"), text)?;
     Ok(DaySummary {
         date,
         files,
@@ -1151,13 +1191,14 @@ impl Sink {
         })
     }
 
-    fn write(&mut self, files: Vec<(String, Vec<u8>)>) -> Result<()> {
+    /// Writes the files `present` (index in the chunk, size) of `chunk`.
+    fn write_chunk(&mut self, chunk: &Chunk<'_>, present: &[(usize, usize)]) -> Result<()> {
         match self {
             Sink::Local { root } => {
                 // Minute folders once each, not per file.
-                let mut folders: Vec<&str> = files
+                let mut folders: Vec<String> = present
                     .iter()
-                    .filter_map(|(k, _)| k.rsplit_once('/').map(|(d, _)| d))
+                    .filter_map(|&(i, _)| chunk.key(i).rsplit_once('/').map(|(d, _)| d.to_owned()))
                     .collect();
                 folders.dedup();
                 for f in folders {
@@ -1165,11 +1206,38 @@ impl Sink {
                     std::fs::create_dir_all(&dir)
                         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
-                files.par_iter().try_for_each(|(key, body)| {
-                    let path = root.join(key);
-                    std::fs::write(&path, body)
-                        .map_err(|e| format!("cannot write {}: {e}", path.display()).into())
-                })
+                // One buffer per task rather than per file, for the same page-fault reason
+                // as the shards' buffers.
+                present
+                    .par_iter()
+                    .try_for_each_init(Vec::new, |body, &(i, _)| {
+                        chunk.assemble(i, body);
+                        let path = root.join(chunk.key(i));
+                        std::fs::write(&path, &body)
+                            .map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+                    })
+            }
+            Sink::Store { .. } => {
+                for &(i, len) in present {
+                    let mut body = Vec::with_capacity(len);
+                    chunk.assemble(i, &mut body);
+                    self.write_file(chunk.key(i), body)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn write_file(&mut self, key: String, body: Vec<u8>) -> Result<()> {
+        match self {
+            Sink::Local { root } => {
+                let path = root.join(&key);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                std::fs::write(&path, body)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()).into())
             }
             Sink::Store {
                 store,
@@ -1177,16 +1245,14 @@ impl Sink {
                 uploads,
                 limit,
             } => {
-                for (key, body) in files {
-                    while uploads.len() >= *limit {
-                        if let Some(done) = runtime.block_on(uploads.join_next()) {
-                            done??;
-                        }
+                while uploads.len() >= *limit {
+                    if let Some(done) = runtime.block_on(uploads.join_next()) {
+                        done??;
                     }
-                    let store = store.clone();
-                    let _guard = runtime.enter();
-                    uploads.spawn(async move { store.put(&key, body.into()).await });
                 }
+                let store = store.clone();
+                let _guard = runtime.enter();
+                uploads.spawn(async move { store.put(&key, body.into()).await });
                 Ok(())
             }
         }
