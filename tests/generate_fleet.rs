@@ -447,3 +447,56 @@ async fn noisy_days_load_with_the_manifest_counts_and_model_distances() {
         assert_eq!(deleted, !counted, "{kind}");
     }
 }
+
+/// To an S3 bucket (the real S3-compatible server of `D2D_S3_ENDPOINT`), the same keys and
+/// bytes as to a folder.
+#[tokio::test]
+async fn writes_the_same_objects_to_s3_as_to_a_folder() {
+    use d2d::pipeline::store::{Store, StoreOptions};
+
+    assert!(
+        std::env::var("D2D_S3_ENDPOINT").is_ok(),
+        "D2D_S3_ENDPOINT must name the test S3 server (scripts/test sets it)"
+    );
+    let tmp = TempDir::new("s3");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let url = format!("s3://d2d-gen-{}-{nanos}/landing", std::process::id());
+    let args = [
+        &["--vehicles", "10", "--seconds", "20", "--seed", "5"][..],
+        &NOISE[..],
+    ]
+    .concat();
+    generate(&tmp.0, &args);
+    let out = Command::new(example("generate_fleet"))
+        .args(["--out", &url, "--create-bucket"])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let store = Store::open_with(&url, &StoreOptions::from_env())
+        .await
+        .unwrap();
+    let mut objects = store.list("").await.unwrap();
+    objects.sort_by(|a, b| landing_order(&a.key, &b.key));
+    let local = read_tree(&tmp.0);
+    assert_eq!(objects.len(), local.len());
+    for (o, (key, bytes)) in objects.iter().zip(&local) {
+        assert_eq!(&o.key, key);
+        assert_eq!(
+            store.get(key).await.unwrap().as_ref(),
+            bytes.as_slice(),
+            "{key}"
+        );
+    }
+    for o in objects {
+        store.delete(&o.key).await.unwrap();
+    }
+}
