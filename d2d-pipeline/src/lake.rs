@@ -325,6 +325,105 @@ async fn archive_one(
     server_side: bool,
     replace_changed: bool,
 ) -> Result<ArchivedFile> {
+    if server_side && lake.is_s3() {
+        if let Some(done) = archive_in_service(landing, lake, day, object, existing_size).await? {
+            return Ok(done);
+        }
+    }
+    archive_by_reading(
+        landing,
+        lake,
+        day,
+        object,
+        existing_size,
+        server_side,
+        replace_changed,
+    )
+    .await
+}
+
+/// Landing and lake in one S3 service: the object is copied there and verified by the SHA-256
+/// S3 computes over the copy ([`Store::stored_sha256`]); this process reads none of its bytes,
+/// so in a daily run each landing byte crosses the network once, when the parser reads the
+/// lake copy (and checks it against that checksum). An object already in the lake is taken as
+/// archived when it carries a recorded SHA-256 and the same size and ETag as the landing
+/// object (S3 ETags of single-part objects are content hashes, and a copy keeps them).
+/// `None` when this cannot decide (no recorded checksum, a different ETag): nothing was
+/// written, and [`archive_by_reading`] decides by reading both objects.
+async fn archive_in_service(
+    landing: &Store,
+    lake: &Store,
+    day: NaiveDate,
+    object: &ObjectMeta,
+    existing_size: Option<u64>,
+) -> Result<Option<ArchivedFile>> {
+    let lake_key = raw_key(day, &object.key);
+    let archived = |size, sha256, action| ArchivedFile {
+        landing_key: object.key.clone(),
+        lake_key: lake_key.clone(),
+        size,
+        sha256,
+        landing_etag: object.etag.clone(),
+        action,
+    };
+    if existing_size.is_some() {
+        let same = match lake.stored_sha256(&lake_key).await? {
+            Some((meta, sha))
+                if meta.size == object.size && meta.etag.is_some() && meta.etag == object.etag =>
+            {
+                Some(sha)
+            }
+            _ => None,
+        };
+        return Ok(same.map(|sha| archived(object.size, sha, ArchiveAction::AlreadyArchived)));
+    }
+    let method = lake.copy_from(landing, &object.key, &lake_key).await?;
+    let (size, sha) = match lake.stored_sha256(&lake_key).await? {
+        Some((meta, sha)) => (meta.size, sha),
+        // A server that keeps no checksum: compare both objects byte for byte instead.
+        None => {
+            let (landing_size, landing_sha) = landing.sha256(&object.key).await?;
+            let (size, sha) = lake.sha256(&lake_key).await?;
+            if (size, sha) != (landing_size, landing_sha) {
+                return Err(Error::Verify {
+                    landing_key: object.key.clone(),
+                    lake_key,
+                    detail: format!(
+                        "the lake copy has {size} bytes with SHA-256 {}, the landing object {landing_size} bytes with SHA-256 {}",
+                        hex(&sha),
+                        hex(&landing_sha)
+                    ),
+                });
+            }
+            (size, sha)
+        }
+    };
+    if size != object.size {
+        return Err(Error::Verify {
+            landing_key: object.key.clone(),
+            lake_key,
+            detail: format!(
+                "the landing object changed while being archived: listed with {} bytes, copied with {size}",
+                object.size
+            ),
+        });
+    }
+    Ok(Some(archived(size, sha, ArchiveAction::Copied(method))))
+}
+
+/// Archives by reading: the landing object's SHA-256 is computed here (from the bytes about
+/// to be written when the copy passes through this process, by a streaming read otherwise),
+/// and the lake copy is checked against it ([`Store::checksum`]: S3's record of the upload
+/// when there is one, else a streaming read).
+async fn archive_by_reading(
+    landing: &Store,
+    lake: &Store,
+    day: NaiveDate,
+    object: &ObjectMeta,
+    existing_size: Option<u64>,
+    server_side: bool,
+    replace_changed: bool,
+) -> Result<ArchivedFile> {
     let lake_key = raw_key(day, &object.key);
     let verify_error = |detail: String| Error::Verify {
         landing_key: object.key.clone(),
@@ -347,7 +446,7 @@ async fn archive_one(
         )));
     }
     if existing_size.is_some() {
-        let (lake_size, lake_sha) = lake.sha256(&lake_key).await?;
+        let (lake_size, lake_sha) = lake.checksum(&lake_key).await?;
         if (lake_size, lake_sha) == (landing_size, landing_sha) {
             return Ok(ArchivedFile {
                 landing_key: object.key.clone(),
@@ -377,7 +476,7 @@ async fn archive_one(
         }
         None => lake.copy_from(landing, &object.key, &lake_key).await?,
     };
-    let (lake_size, lake_sha) = lake.sha256(&lake_key).await?;
+    let (lake_size, lake_sha) = lake.checksum(&lake_key).await?;
     if (lake_size, lake_sha) != (landing_size, landing_sha) {
         return Err(verify_error(format!(
             "the lake copy has {lake_size} bytes with SHA-256 {}, the landing object {landing_size} bytes with SHA-256 {}",
@@ -433,7 +532,9 @@ async fn checksum_archived(
 ) -> Result<Vec<ArchivedFile>> {
     for_each_object(objects, options, progress, |_, object| async move {
         let lake_key = raw_key(day, &object.key);
-        let (size, sha256) = lake.sha256(&lake_key).await?;
+        // S3's record of the object's SHA-256 when it has one: a run's parser reads the
+        // object anyway and checks it against this, so it need not be read twice.
+        let (size, sha256) = lake.checksum(&lake_key).await?;
         if size != object.size {
             return Err(Error::Verify {
                 landing_key: object.key.clone(),
@@ -624,18 +725,29 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// text, invalid UTF-8 replaced by U+FFFD) and, only when the line is not valid UTF-8,
 /// `raw_hex` (its exact bytes).
 ///
+/// Memory stays bounded however many lines are refused: past [`Quarantine::SPILL_BYTES`] the
+/// lines go to a temporary file of the machine's temporary folder (removed when the value is
+/// dropped), which [`Quarantine::write`] then streams to the lake. The lines are written by
+/// the caller's thread: spilling appends a megabyte at a time to a local file, too short a
+/// wait to hand to a blocking thread.
+///
 /// ```
 /// use d2d_pipeline::lake::Quarantine;
 /// let parsed = d2d_model::parse::parse_bytes("data/2019-06-01-9-5-0-events.json", b"{not json\n");
 /// let mut q = Quarantine::new("2019-06-01".parse().unwrap());
-/// q.extend(&parsed.rejects);
+/// q.extend(&parsed.rejects)?;
 /// assert_eq!(q.len(), 1);
-/// assert!(std::str::from_utf8(q.ndjson()).unwrap().contains(r#""code":"invalid_json""#));
+/// assert!(String::from_utf8(q.contents()?).unwrap().contains(r#""code":"invalid_json""#));
+/// # Ok::<(), d2d_pipeline::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Quarantine {
     day: NaiveDate,
-    ndjson: Vec<u8>,
+    /// Lines not yet spilled.
+    buffer: Vec<u8>,
+    spill_bytes: usize,
+    spool: Option<Spool>,
+    size: u64,
     count: u64,
 }
 
@@ -650,18 +762,79 @@ pub struct QuarantineFile {
     pub rejects: u64,
 }
 
+/// A temporary local file, removed when dropped.
+#[derive(Debug)]
+struct Spool {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl Spool {
+    fn create() -> std::io::Result<Spool> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "d2d-quarantine-{}-{}-{nanos}.ndjson",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Spool { path, file })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Best effort: a leftover in the temporary folder is harmless.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 impl Quarantine {
+    /// Bytes of NDJSON kept in memory before the lines go to a temporary file.
+    pub const SPILL_BYTES: usize = 1 << 20;
+
     /// An empty quarantine for `day`.
     pub fn new(day: NaiveDate) -> Self {
         Self {
             day,
-            ndjson: Vec::new(),
+            buffer: Vec::new(),
+            spill_bytes: Self::SPILL_BYTES,
+            spool: None,
+            size: 0,
             count: 0,
         }
     }
 
+    /// The same, spilling to its temporary file past `bytes` instead of
+    /// [`Quarantine::SPILL_BYTES`] (tests use a few bytes to spill early).
+    pub fn spill_after(mut self, bytes: usize) -> Self {
+        self.spill_bytes = bytes;
+        self
+    }
+
+    fn io_error(&self, op: &'static str, source: std::io::Error) -> Error {
+        Error::Io {
+            url: self
+                .spool
+                .as_ref()
+                .map_or_else(std::env::temp_dir, |s| s.path.clone())
+                .display()
+                .to_string(),
+            key: quarantine_key(self.day),
+            op,
+            source,
+        }
+    }
+
     /// Adds one refused line.
-    pub fn push(&mut self, reject: &Reject) {
+    pub fn push(&mut self, reject: &Reject) -> Result<()> {
         let mut line = serde_json::json!({
             "source": &*reject.source,
             "line": reject.line,
@@ -674,16 +847,38 @@ impl Quarantine {
             line["raw_hex"] = serde_json::Value::String(hex(&reject.raw));
         }
         // A `Value` always serialises; its `Display` is compact JSON on one line.
-        self.ndjson.extend_from_slice(line.to_string().as_bytes());
-        self.ndjson.push(b'\n');
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(line.to_string().as_bytes());
+        self.buffer.push(b'\n');
+        self.size += (self.buffer.len() - start) as u64;
         self.count += 1;
+        if self.buffer.len() > self.spill_bytes {
+            self.spill()?;
+        }
+        Ok(())
     }
 
     /// Adds refused lines.
-    pub fn extend<'a>(&mut self, rejects: impl IntoIterator<Item = &'a Reject>) {
+    pub fn extend<'a>(&mut self, rejects: impl IntoIterator<Item = &'a Reject>) -> Result<()> {
         for r in rejects {
-            self.push(r);
+            self.push(r)?;
         }
+        Ok(())
+    }
+
+    /// Moves the buffered lines to the temporary file (created on first use).
+    fn spill(&mut self) -> Result<()> {
+        use std::io::Write;
+        if self.spool.is_none() {
+            self.spool = Some(Spool::create().map_err(|e| self.io_error("create", e))?);
+        }
+        if let Some(spool) = &mut self.spool {
+            if let Err(e) = spool.file.write_all(&self.buffer) {
+                return Err(self.io_error("write", e));
+            }
+        }
+        self.buffer.clear();
+        Ok(())
     }
 
     /// Refused lines gathered.
@@ -696,26 +891,60 @@ impl Quarantine {
         self.count == 0
     }
 
-    /// The NDJSON gathered so far.
-    pub fn ndjson(&self) -> &[u8] {
-        &self.ndjson
+    /// Bytes of NDJSON gathered.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Has the quarantine moved its lines to a temporary file?
+    pub fn spilled(&self) -> bool {
+        self.spool.is_some()
+    }
+
+    /// The NDJSON gathered so far, read back into memory (for tests and small days).
+    pub fn contents(&mut self) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let mut out = Vec::new();
+        if let Some(spool) = &mut self.spool {
+            let read = spool
+                .file
+                .seek(std::io::SeekFrom::Start(0))
+                .and_then(|_| spool.file.read_to_end(&mut out));
+            if let Err(e) = read {
+                return Err(self.io_error("read", e));
+            }
+        }
+        out.extend_from_slice(&self.buffer);
+        Ok(out)
     }
 
     /// Replaces the day's quarantine file in `lake` with these rejects, so re-runs are
-    /// idempotent; with none, deletes any file an earlier run left and returns `None`.
-    pub async fn write(self, lake: &Store) -> Result<Option<QuarantineFile>> {
+    /// idempotent; with none, deletes any file an earlier run left and returns `None`. A
+    /// spilled quarantine is streamed from its temporary file.
+    pub async fn write(mut self, lake: &Store) -> Result<Option<QuarantineFile>> {
         let key = quarantine_key(self.day);
         if self.count == 0 {
             lake.delete(&key).await?;
             return Ok(None);
         }
-        let size = self.ndjson.len() as u64;
-        lake.put(&key, Bytes::from(self.ndjson)).await?;
-        Ok(Some(QuarantineFile {
+        let file = QuarantineFile {
             key,
-            size,
+            size: self.size,
             rejects: self.count,
-        }))
+        };
+        if self.spool.is_none() {
+            lake.put(&file.key, Bytes::from(std::mem::take(&mut self.buffer)))
+                .await?;
+            return Ok(Some(file));
+        }
+        self.spill()?;
+        if let Some(spool) = &mut self.spool {
+            if let Err(e) = spool.file.sync_data() {
+                return Err(self.io_error("flush", e));
+            }
+            lake.put_file(&file.key, &spool.path).await?;
+        }
+        Ok(Some(file))
     }
 }
 
@@ -726,7 +955,7 @@ pub async fn write_quarantine<'a>(
     rejects: impl IntoIterator<Item = &'a Reject>,
 ) -> Result<Option<QuarantineFile>> {
     let mut q = Quarantine::new(day);
-    q.extend(rejects);
+    q.extend(rejects)?;
     q.write(lake).await
 }
 
@@ -816,9 +1045,10 @@ mod tests {
         let parsed = d2d_model::parse::parse_bytes("data/x.json", input);
         assert_eq!(parsed.rejects.len(), 2);
         let mut q = Quarantine::new(day());
-        q.extend(&parsed.rejects);
+        q.extend(&parsed.rejects).unwrap();
         let lines: Vec<serde_json::Value> = q
-            .ndjson()
+            .contents()
+            .unwrap()
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_slice(l).unwrap())
@@ -834,6 +1064,36 @@ mod tests {
         assert_eq!(lines[1]["code"], "invalid_utf8");
         assert_eq!(lines[1]["raw"], "\u{fffd}\u{fffd} bad");
         assert_eq!(lines[1]["raw_hex"], "fffe20626164");
+    }
+
+    /// Many rejects do not stay in memory: the quarantine spills them to a temporary file
+    /// and streams that to the lake, and the file is the same as one gathered in memory.
+    #[tokio::test]
+    async fn a_spilled_quarantine_writes_the_same_file() {
+        let input: Vec<u8> = (0..2_000)
+            .flat_map(|i| [format!("{{\"bad\":{i}\n").into_bytes(), b"\xff\n".to_vec()].concat())
+            .collect();
+        let parsed = d2d_model::parse::parse_bytes("data/x.json", &input);
+        assert_eq!(parsed.rejects.len(), 4_000);
+        let mut in_memory = Quarantine::new(day());
+        in_memory.extend(&parsed.rejects).unwrap();
+        assert!(!in_memory.spilled());
+        let mut spilled = Quarantine::new(day()).spill_after(4096);
+        spilled.extend(&parsed.rejects).unwrap();
+        assert!(spilled.spilled());
+        let expected = in_memory.contents().unwrap();
+        assert_eq!(spilled.contents().unwrap(), expected);
+        assert_eq!(spilled.size(), expected.len() as u64);
+
+        let root = std::env::temp_dir().join(format!("d2d-spill-unit-{}", std::process::id()));
+        let lake = Store::local(&root);
+        let written = spilled.write(&lake).await.unwrap().unwrap();
+        assert_eq!(
+            (written.rejects, written.size),
+            (4_000, expected.len() as u64)
+        );
+        assert_eq!(lake.get(&written.key).await.unwrap(), expected);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[tokio::test]

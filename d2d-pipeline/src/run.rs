@@ -5,14 +5,17 @@
 //! 1. records the run as `running` in `etl.load_run` (applying pending migrations first);
 //! 2. **lists** the landing objects of D ([`lake::list_day`]: the date in the file name decides);
 //! 3. **archives** each one to `raw/dt=D/<key>` in the lake, verified by size and SHA-256
-//!    ([`lake::archive_day`]; a landing file rewritten under an archived name is refused unless
+//!    ([`lake::archive_day`]; on S3 by the checksum S3 computes over a server-side copy, so each
+//!    landing byte crosses the network once per run, when step 4 reads the lake copy; a landing file rewritten under an archived name is refused unless
 //!    [`LakeOptions::replace_changed`]), then takes **the day as the lake holds it**: the files
 //!    just archived plus every other file of `raw/dt=D/` archived by earlier runs
 //!    ([`lake::with_archived_rest`]), and records that file manifest; with `from_lake` the
 //!    landing store is not read and the day is `raw/dt=D/` alone ([`lake::list_archived`]);
-//! 4. **parses** the archived copies (read back from the lake, checked against the manifest's
-//!    SHA-256) in batches, files in parallel on rayon's threads, and streams each batch's rows
-//!    into staging with binary COPY, so memory is bounded by the batch, not the day;
+//! 4. **loads**: reads the archived copies from the lake (each checked against the manifest's
+//!    SHA-256), parses them in batches, files in parallel on rayon's threads, and streams the
+//!    rows into staging with binary COPY — three stages that overlap, joined by bounded
+//!    queues, so memory is bounded by a few batches, not the day (`run/stream.rs`); refused
+//!    lines go to a quarantine that spills to a temporary file past a megabyte;
 //! 5. **merges** (`CALL dwh.merge_day`) and commits: one transaction from the first COPY to
 //!    the commit, so a failure leaves the warehouse as it was;
 //! 6. writes the day's refused lines to `quarantine/dt=D/rejects.ndjson` (replacing any
@@ -31,20 +34,18 @@
 //! it is deleted from the lake's `raw/dt=D/` and D is re-run (the warehouse is keyed by landing
 //! day and object).
 
+mod stream;
+
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::NaiveDate;
-use d2d_model::parse::Parsed;
-use futures_util::stream::{self, StreamExt, TryStreamExt};
-use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::lake::{self, ArchiveAction, ArchivedFile, DayLayout, LakeOptions, Quarantine};
 use crate::store::{CopyMethod, Store, StoreOptions};
 use crate::warehouse::{
-    LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus, Warehouse,
+    DayLoad, LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus,
+    Warehouse,
 };
 
 /// Everything a run needs to know.
@@ -76,13 +77,15 @@ pub struct RunConfig {
     pub store_options: StoreOptions,
     /// Files parsed together (one rayon batch).
     pub batch_files: usize,
-    /// Bytes parsed together at most (a single larger file still forms its own batch).
+    /// Bytes parsed together at most (a single larger file still forms its own batch). The
+    /// load holds a few batches at once (read, parsed, being copied), so this bounds its
+    /// memory: about 8 × `batch_bytes` in all.
     pub batch_bytes: u64,
 }
 
 impl RunConfig {
     /// A configuration with the defaults: scan listing, no move, no speed filter,
-    /// 64 files or 64 MiB per parse batch, S3 settings from the environment.
+    /// 64 files or 8 MiB per parse batch, S3 settings from the environment.
     pub fn new(
         landing: impl Into<String>,
         lake: impl Into<String>,
@@ -100,7 +103,7 @@ impl RunConfig {
             lake_options: LakeOptions::default(),
             store_options: StoreOptions::from_env(),
             batch_files: 64,
-            batch_bytes: 64 * 1024 * 1024,
+            batch_bytes: 8 * 1024 * 1024,
         }
     }
 
@@ -495,7 +498,7 @@ struct Loaded {
     quarantine: Quarantine,
 }
 
-/// Everything up to and including the commit.
+/// Everything up to and including the commit, phase by phase.
 async fn steps(
     wh: &mut Warehouse,
     config: &RunConfig,
@@ -507,8 +510,32 @@ async fn steps(
     // Opening a store can fail (bad URL, unreadable folder): blame the stores, not the
     // warehouse.
     progress.phase = Phase::List;
+    let (lake, landing) = open_stores(config).await?;
+    let (day_files, archived_now) = match &landing {
+        None => list_lake_day(config, &lake, day, progress, events).await?,
+        Some(landing) => archive_day(config, landing, &lake, day, progress, events).await?,
+    };
+    let report = new_report(config, day, run, &day_files, landing.is_some());
+    progress.counts.files = day_files.len() as u64;
+    progress.counts.bytes = day_files.iter().map(|f| f.size).sum();
+    record_manifest(wh, run, day, &day_files).await?;
+
+    let mut load = wh.begin_day(day, config.load).await?;
+    let quarantine = load_day(config, &lake, &day_files, &mut load, progress, events).await?;
+    merge(load, progress, events).await?;
+    Ok(Loaded {
+        report,
+        lake,
+        landing,
+        archived_now,
+        quarantine,
+    })
+}
+
+/// The lake, created on first use when it is a folder (a bucket is its owner's to create),
+/// and the landing store unless the day is rebuilt from the lake.
+async fn open_stores(config: &RunConfig) -> Result<(Store, Option<Store>)> {
     let lake = Store::open_with(&config.lake, &config.store_options).await?;
-    // A lake folder is created on first use; a bucket is its owner's to create.
     if !lake.is_s3() {
         lake.create_if_missing().await?;
     }
@@ -516,6 +543,99 @@ async fn steps(
         true => None,
         false => Some(Store::open_with(&config.landing, &config.store_options).await?),
     };
+    Ok((lake, landing))
+}
+
+/// The day's files and the ones this run archived from landing (for `--move`).
+type DayFiles = (Vec<ArchivedFile>, Vec<ArchivedFile>);
+
+/// `--from-lake`: the day is what the lake's `raw/dt=D/` holds.
+async fn list_lake_day(
+    config: &RunConfig,
+    lake: &Store,
+    day: NaiveDate,
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<DayFiles> {
+    let t = begin(progress, events, Phase::List, 0, 0);
+    let files = lake::list_archived(
+        lake,
+        day,
+        &config.lake_options,
+        &lake_progress(events, Phase::List),
+    )
+    .await?;
+    progress.phases.list = end(events, Phase::List, t);
+    check_not_empty(
+        config,
+        day,
+        files.is_empty(),
+        &format!("the lake {} (raw/dt=)", lake.url()),
+    )?;
+    Ok((files, Vec::new()))
+}
+
+/// Lists the day in landing, archives it, and takes the day as the lake then holds it.
+async fn archive_day(
+    config: &RunConfig,
+    landing: &Store,
+    lake: &Store,
+    day: NaiveDate,
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<DayFiles> {
+    let t = begin(progress, events, Phase::List, 0, 0);
+    let objects = lake::list_day(landing, day, &config.layout).await?;
+    progress.phases.list = end(events, Phase::List, t);
+    let bytes = objects.iter().map(|o| o.size).sum();
+    let t = begin(
+        progress,
+        events,
+        Phase::Archive,
+        objects.len() as u64,
+        bytes,
+    );
+    let archived = lake::archive_day(
+        landing,
+        lake,
+        day,
+        &objects,
+        &config.lake_options,
+        &lake_progress(events, Phase::Archive),
+    )
+    .await?;
+    // Landing files may be gone (moved, expired): the day is what the lake holds.
+    let files = lake::with_archived_rest(
+        lake,
+        day,
+        archived.clone(),
+        &config.lake_options,
+        &lake_progress(events, Phase::Archive),
+    )
+    .await?;
+    progress.phases.archive = end(events, Phase::Archive, t);
+    check_not_empty(
+        config,
+        day,
+        files.is_empty(),
+        &format!(
+            "{} (layout {}) nor the lake {} (raw/dt=)",
+            landing.url(),
+            config.layout,
+            lake.url()
+        ),
+    )?;
+    Ok((files, archived))
+}
+
+/// The report of a run, with what archiving did to each file counted.
+fn new_report(
+    config: &RunConfig,
+    day: NaiveDate,
+    run: RunId,
+    day_files: &[ArchivedFile],
+    from_landing: bool,
+) -> RunReport {
     let mut report = RunReport {
         day,
         run,
@@ -529,82 +649,24 @@ async fn steps(
         quarantine: None,
         landing_deleted: 0,
     };
-
-    let (day_files, archived_now) = match &landing {
-        None => {
-            let t = begin(progress, events, Phase::List, 0, 0);
-            let files = lake::list_archived(
-                &lake,
-                day,
-                &config.lake_options,
-                &lake_progress(events, Phase::List),
-            )
-            .await?;
-            progress.phases.list = end(events, Phase::List, t);
-            check_not_empty(
-                config,
-                day,
-                files.is_empty(),
-                &format!("the lake {} (raw/dt=)", lake.url()),
-            )?;
-            (files, Vec::new())
-        }
-        Some(landing) => {
-            let t = begin(progress, events, Phase::List, 0, 0);
-            let objects = lake::list_day(landing, day, &config.layout).await?;
-            progress.phases.list = end(events, Phase::List, t);
-            let bytes = objects.iter().map(|o| o.size).sum();
-            let t = begin(
-                progress,
-                events,
-                Phase::Archive,
-                objects.len() as u64,
-                bytes,
-            );
-            let archived = lake::archive_day(
-                landing,
-                &lake,
-                day,
-                &objects,
-                &config.lake_options,
-                &lake_progress(events, Phase::Archive),
-            )
-            .await?;
-            // Landing files may be gone (moved, expired): the day is what the lake holds.
-            let files = lake::with_archived_rest(
-                &lake,
-                day,
-                archived.clone(),
-                &config.lake_options,
-                &lake_progress(events, Phase::Archive),
-            )
-            .await?;
-            progress.phases.archive = end(events, Phase::Archive, t);
-            check_not_empty(
-                config,
-                day,
-                files.is_empty(),
-                &format!(
-                    "{} (layout {}) nor the lake {} (raw/dt=)",
-                    landing.url(),
-                    config.layout,
-                    lake.url()
-                ),
-            )?;
-            (files, archived)
-        }
-    };
-    for f in &day_files {
+    for f in day_files {
         match f.action {
             ArchiveAction::Copied(CopyMethod::ServerSide) => report.copied_server_side += 1,
             ArchiveAction::Copied(CopyMethod::GetPut) => report.copied_through += 1,
             ArchiveAction::AlreadyArchived => report.already_archived += 1,
-            ArchiveAction::FromLake if landing.is_some() => report.kept_from_lake += 1,
+            ArchiveAction::FromLake if from_landing => report.kept_from_lake += 1,
             ArchiveAction::FromLake => {}
         }
     }
-    progress.counts.files = day_files.len() as u64;
-    progress.counts.bytes = day_files.iter().map(|f| f.size).sum();
+    report
+}
+
+async fn record_manifest(
+    wh: &mut Warehouse,
+    run: RunId,
+    day: NaiveDate,
+    day_files: &[ArchivedFile],
+) -> Result<()> {
     let manifest: Vec<ManifestEntry> = day_files
         .iter()
         .map(|f| ManifestEntry {
@@ -614,8 +676,19 @@ async fn steps(
             sha256: f.sha256_hex(),
         })
         .collect();
-    wh.record_manifest(run, day, &manifest).await?;
+    wh.record_manifest(run, day, &manifest).await
+}
 
+/// Reads, parses and stages the day's files, overlapping the three ([`stream`]); returns the
+/// refused lines gathered for the quarantine file.
+async fn load_day(
+    config: &RunConfig,
+    lake: &Store,
+    day_files: &[ArchivedFile],
+    load: &mut DayLoad<'_>,
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<Quarantine> {
     let t = begin(
         progress,
         events,
@@ -623,33 +696,25 @@ async fn steps(
         progress.counts.files,
         progress.counts.bytes,
     );
-    let mut load = wh.begin_day(day, config.load).await?;
-    let mut quarantine = Quarantine::new(day);
-    let (mut files_done, mut bytes_done) = (0u64, 0u64);
-    for batch in batches(&day_files, config.batch_files, config.batch_bytes) {
-        let parse_started = Instant::now();
-        let bodies = fetch(&lake, batch, config.lake_options.concurrency).await?;
-        let parsed = parse_batch(batch, bodies).await?;
-        progress.phases.parse += parse_started.elapsed();
-        for (file, parsed) in batch.iter().zip(&parsed) {
-            load.add_file(&file.landing_key, parsed).await?;
-            quarantine.extend(&parsed.rejects);
-            files_done += 1;
-            bytes_done += file.size;
-        }
-        if let Some(last) = batch.last() {
-            events(&RunEvent::Progress {
-                phase: Phase::Load,
-                files_done,
-                files_total: progress.counts.files,
-                bytes_done,
-                bytes_total: progress.counts.bytes,
-                key: &last.landing_key,
-            });
-        }
-    }
+    let mut quarantine = Quarantine::new(load.day());
+    let batching = stream::Batching {
+        files: config.batch_files,
+        bytes: config.batch_bytes,
+        concurrency: config.lake_options.concurrency,
+    };
+    let loaded =
+        stream::load_files(lake, day_files, batching, load, &mut quarantine, events).await?;
+    progress.phases.parse = loaded.parse;
     end(events, Phase::Load, t);
+    Ok(quarantine)
+}
 
+/// Copies what staging still lacks, merges the day and commits.
+async fn merge(
+    load: DayLoad<'_>,
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<()> {
     let t = begin(progress, events, Phase::Merge, 0, 0);
     let loaded = load.commit().await?;
     end(events, Phase::Merge, t);
@@ -660,13 +725,7 @@ async fn steps(
     progress.counts.duplicates = loaded.duplicates;
     progress.counts.rejects = loaded.rejects;
     progress.counts.rows = loaded.rows;
-    Ok(Loaded {
-        report,
-        lake,
-        landing,
-        archived_now,
-        quarantine,
-    })
+    Ok(())
 }
 
 /// The steps after the commit: the quarantine file, then `--move`'s deletions. A failure here
@@ -713,72 +772,6 @@ fn check_not_empty(config: &RunConfig, day: NaiveDate, empty: bool, where_: &str
     Ok(())
 }
 
-/// Consecutive slices of at most `max_files` files and `max_bytes` bytes (a larger file alone).
-fn batches(files: &[ArchivedFile], max_files: usize, max_bytes: u64) -> Vec<&[ArchivedFile]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0u64;
-    for (i, f) in files.iter().enumerate() {
-        let full = i - start >= max_files || (i > start && bytes + f.size > max_bytes);
-        if full {
-            out.push(&files[start..i]);
-            start = i;
-            bytes = 0;
-        }
-        bytes += f.size;
-    }
-    if start < files.len() {
-        out.push(&files[start..]);
-    }
-    out
-}
-
-/// Reads the batch's lake copies, `concurrency` at a time, in order.
-async fn fetch(lake: &Store, batch: &[ArchivedFile], concurrency: usize) -> Result<Vec<Bytes>> {
-    stream::iter(batch.iter().map(|f| lake.get(&f.lake_key)))
-        .buffered(concurrency.max(1))
-        .try_collect()
-        .await
-}
-
-/// Checks each body against the manifest and parses it; files in parallel on rayon's pool,
-/// off the async runtime's threads.
-async fn parse_batch(batch: &[ArchivedFile], bodies: Vec<Bytes>) -> Result<Vec<Parsed>> {
-    let work: Vec<(ArchivedFile, Bytes)> = batch.iter().cloned().zip(bodies).collect();
-    let keys = || match (batch.first(), batch.last()) {
-        (Some(a), Some(b)) => format!("{:?} .. {:?}", a.landing_key, b.landing_key),
-        _ => "an empty batch".to_owned(),
-    };
-    let parsed = tokio::task::spawn_blocking(move || {
-        work.par_iter()
-            .map(|(file, body)| {
-                let sha: [u8; 32] = Sha256::digest(body).into();
-                if body.len() as u64 != file.size || sha != file.sha256 {
-                    return Err(Error::Verify {
-                        landing_key: file.landing_key.clone(),
-                        lake_key: file.lake_key.clone(),
-                        detail: format!(
-                            "read {} bytes that do not match the manifest ({} bytes, SHA-256 {})",
-                            body.len(),
-                            file.size,
-                            file.sha256_hex()
-                        ),
-                    });
-                }
-                Ok(d2d_model::parse::parse_bytes_par(&file.landing_key, body))
-            })
-            .collect::<Result<Vec<Parsed>>>()
-    })
-    .await
-    .map_err(|e| Error::Internal {
-        context: format!(
-            "parsing the files {}: the parser thread failed: {e}",
-            keys()
-        ),
-    })??;
-    Ok(parsed)
-}
-
 /// Runs `command` with `sh -c`, the failure summary on its standard input and in the
 /// environment variable `D2D_ALERT_SUMMARY`. Waits at most `timeout`; a non-zero exit is an
 /// error.
@@ -816,34 +809,12 @@ pub async fn run_alert_command(command: &str, summary: &str, timeout: Duration) 
 mod tests {
     use super::*;
 
-    fn file(size: u64) -> ArchivedFile {
-        ArchivedFile {
-            landing_key: format!("k{size}"),
-            lake_key: String::new(),
-            size,
-            sha256: [0; 32],
-            landing_etag: None,
-            action: ArchiveAction::FromLake,
-        }
-    }
-
     #[test]
-    fn batches_respect_file_and_byte_limits() {
-        let files: Vec<ArchivedFile> = [10, 10, 10, 50, 200, 1, 1].map(file).to_vec();
-        let sizes = |b: Vec<&[ArchivedFile]>| -> Vec<Vec<u64>> {
-            b.iter()
-                .map(|s| s.iter().map(|f| f.size).collect())
-                .collect()
-        };
-        assert_eq!(
-            sizes(batches(&files, 2, 1000)),
-            [vec![10, 10], vec![10, 50], vec![200, 1], vec![1]]
-        );
-        assert_eq!(
-            sizes(batches(&files, 100, 60)),
-            [vec![10, 10, 10], vec![50], vec![200], vec![1, 1]]
-        );
-        assert!(batches(&[], 3, 3).is_empty());
+    fn the_run_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let config = RunConfig::new("l", "k", "postgres://x");
+        let day = "2019-06-01".parse().unwrap();
+        assert_send(&run_day(&config, day, &no_events));
     }
 
     #[test]

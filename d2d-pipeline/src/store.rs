@@ -214,6 +214,15 @@ impl Store {
         }
     }
 
+    /// Writes the local file `path` at `key`, streaming it (memory stays bounded whatever its
+    /// size), with the same atomicity as [`Store::put`].
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        match &*self.backend {
+            Backend::Local(s) => s.put_file(key, path).await,
+            Backend::S3(s) => s.put_file(key, path).await,
+        }
+    }
+
     /// Size and version tag of the object, `None` if there is none.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         match &*self.backend {
@@ -283,6 +292,27 @@ impl Store {
             size += n as u64;
         }
         Ok((size, hasher.finalize().into()))
+    }
+
+    /// Size, version tag and SHA-256 of the object as the storage service recorded them when
+    /// it was written, without reading the object: S3 keeps the SHA-256 that [`Store::put`]
+    /// sends and that a server-side [`Store::copy_from`] asks S3 to compute over the copy.
+    /// `None` when there is no such record (a local folder, an S3 object written without a
+    /// SHA-256 checksum or in parts) or no object: then [`Store::sha256`] reads it.
+    pub async fn stored_sha256(&self, key: &str) -> Result<Option<(ObjectMeta, [u8; 32])>> {
+        match &*self.backend {
+            Backend::Local(_) => Ok(None),
+            Backend::S3(s) => s.stored_sha256(key).await,
+        }
+    }
+
+    /// Size and SHA-256 of the object: the service's record ([`Store::stored_sha256`]) when
+    /// there is one, else computed from a streaming read ([`Store::sha256`]).
+    pub async fn checksum(&self, key: &str) -> Result<(u64, [u8; 32])> {
+        match self.stored_sha256(key).await? {
+            Some((meta, sha)) => Ok((meta.size, sha)),
+            None => self.sha256(key).await,
+        }
     }
 
     /// Makes sure the bucket (S3) or root folder (local) exists, creating it if needed. For

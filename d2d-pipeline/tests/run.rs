@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::NaiveDate;
@@ -14,7 +14,7 @@ use d2d_model::parse::{parse_bytes, Parsed};
 use d2d_model::period::resolve_periods;
 use d2d_model::track::tracks;
 use d2d_pipeline::run::{no_events, run_day, run_days, Phase, RunConfig, RunEvent};
-use d2d_pipeline::store::Store;
+use d2d_pipeline::store::{Store, StoreOptions};
 use d2d_pipeline::warehouse::{TableChecksum, Warehouse};
 use d2d_pipeline::Error;
 use futures_util::{StreamExt, TryStreamExt};
@@ -432,6 +432,212 @@ async fn s3_landing_and_lake_on_moto() {
     config.from_lake = true;
     let rebuilt = run_day(&config, june_1(), &no_events).await.unwrap();
     assert_eq!(rebuilt.counts.files, 717);
+    assert_eq!(checksums(&db).await, reference);
+}
+
+/// A plain HTTP/1.1 relay in front of the S3 server that records the body size of every
+/// GET response by request path: what really crosses the network, whatever the client does.
+struct CountingProxy {
+    url: String,
+    gets: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+impl CountingProxy {
+    async fn start(upstream: &str) -> CountingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let gets = Arc::new(Mutex::new(Vec::new()));
+        let recorded = gets.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                tokio::spawn(relay(client, server, recorded.clone()));
+            }
+        });
+        CountingProxy { url, gets }
+    }
+
+    /// Body bytes of the GETs of objects (not listings) under any of `prefixes`
+    /// (`/bucket/key-prefix`), and forgets every GET seen so far.
+    fn take_object_bytes(&self, prefixes: &[String]) -> u64 {
+        let mut gets = self.gets.lock().unwrap();
+        let total = gets
+            .iter()
+            .filter(|(path, _)| {
+                prefixes.iter().any(|p| path.starts_with(p)) && !path.contains("list-type=")
+            })
+            .map(|(_, n)| n)
+            .sum();
+        gets.clear();
+        total
+    }
+}
+
+/// Reads an HTTP head (up to the empty line); `None` at the end of the stream.
+async fn read_head(r: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> Option<Vec<u8>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut head = Vec::new();
+    loop {
+        let start = head.len();
+        if r.read_until(b'\n', &mut head).await.ok()? == 0 {
+            return None;
+        }
+        if &head[start..] == b"\r\n" {
+            return Some(head);
+        }
+    }
+}
+
+fn header(head: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(head).lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    gets: Arc<Mutex<Vec<(String, u64)>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+    let (cr, mut cw) = client.into_split();
+    let (sr, mut sw) = server.into_split();
+    let (mut cr, mut sr) = (BufReader::new(cr), BufReader::new(sr));
+    let length = |head: &[u8]| -> Option<u64> {
+        assert!(
+            header(head, "transfer-encoding").is_none(),
+            "the counting proxy does not speak chunked transfer: {}",
+            String::from_utf8_lossy(head)
+        );
+        header(head, "content-length").map(|v| v.parse().unwrap())
+    };
+    while let Some(request) = read_head(&mut cr).await {
+        let line = String::from_utf8_lossy(&request)
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut parts = line.split(' ');
+        let (method, path) = (
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().to_owned(),
+        );
+        sw.write_all(&request).await.unwrap();
+        let sent = length(&request).unwrap_or(0);
+        tokio::io::copy(&mut (&mut cr).take(sent), &mut sw)
+            .await
+            .unwrap();
+        let mut response = read_head(&mut sr).await.expect("a response");
+        while response.starts_with(b"HTTP/1.1 100") {
+            cw.write_all(&response).await.unwrap();
+            response = read_head(&mut sr).await.expect("a response");
+        }
+        let status = String::from_utf8_lossy(&response[9..12]).to_string();
+        cw.write_all(&response).await.unwrap();
+        let body = if method == "HEAD" || status == "204" || status == "304" {
+            0
+        } else if let Some(n) = length(&response) {
+            tokio::io::copy(&mut (&mut sr).take(n), &mut cw)
+                .await
+                .unwrap()
+        } else {
+            // No length: the body runs to the end of the connection.
+            let n = tokio::io::copy(&mut sr, &mut cw).await.unwrap();
+            if method == "GET" {
+                gets.lock().unwrap().push((path, n));
+            }
+            return;
+        };
+        if method == "GET" {
+            gets.lock().unwrap().push((path, body));
+        }
+    }
+}
+
+/// Issue 7: on S3, each landing byte crosses the network at most once per run. Counted by a
+/// relay in front of the S3 server: the GETs of landing and lake objects during a run sum to
+/// exactly the day's bytes (the parser's one read of each lake copy; the archive copies
+/// server-side and is verified by S3's SHA-256), on a first run, a re-run and a rebuild from
+/// the lake.
+#[tokio::test]
+async fn s3_run_reads_each_landing_byte_once() {
+    let db = TestDb::create().await;
+    let endpoint = std::env::var("D2D_S3_ENDPOINT")
+        .expect("D2D_S3_ENDPOINT must name the S3-compatible test server");
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let (landing_bucket, lake_bucket) = (
+        format!("d2d-net-landing-{tag}"),
+        format!("d2d-net-lake-{tag}"),
+    );
+    let landing_url = format!("s3://{landing_bucket}/incoming");
+    let lake_url = format!("s3://{lake_bucket}");
+    let landing = Store::open(&landing_url).await.unwrap();
+    landing.create_if_missing().await.unwrap();
+    Store::open(&lake_url)
+        .await
+        .unwrap()
+        .create_if_missing()
+        .await
+        .unwrap();
+    let files = sample_day();
+    futures_util::stream::iter(files.iter().map(|(key, bytes)| {
+        let landing = landing.clone();
+        async move { landing.put(key, Bytes::from(bytes.clone())).await }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<()>>()
+    .await
+    .unwrap();
+    let day_bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+
+    let proxy = CountingProxy::start(&endpoint).await;
+    let mut config = RunConfig::new(&landing_url, &lake_url, &db.url);
+    config.layout = "nested:data/resources".parse().unwrap();
+    config.store_options = StoreOptions {
+        s3_endpoint: Some(proxy.url.clone()),
+        ..StoreOptions::from_env()
+    };
+    let objects = [
+        format!("/{landing_bucket}/incoming/"),
+        format!("/{lake_bucket}/"),
+    ];
+    let read = |proxy: &CountingProxy| proxy.take_object_bytes(&objects);
+
+    let first = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(first.copied_server_side, 717);
+    assert_eq!(first.counts.bytes, day_bytes);
+    let gets = proxy.gets.lock().unwrap().len();
+    assert!(
+        gets >= 717,
+        "the relay saw {gets} GETs: is the run going through it?"
+    );
+    assert_eq!(read(&proxy), day_bytes, "first run");
+    assert_bi_matches_model(&db, &files).await;
+    let reference = checksums(&db).await;
+
+    let again = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(again.already_archived, 717);
+    assert_eq!(read(&proxy), day_bytes, "re-run");
+
+    config.from_lake = true;
+    let rebuilt = run_day(&config, june_1(), &no_events).await.unwrap();
+    assert_eq!(rebuilt.counts.files, 717);
+    assert_eq!(read(&proxy), day_bytes, "rebuild from the lake");
     assert_eq!(checksums(&db).await, reference);
 }
 

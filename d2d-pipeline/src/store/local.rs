@@ -138,6 +138,18 @@ impl LocalStore {
         .await
     }
 
+    pub(crate) async fn put_file(&self, key: &str, from: &Path) -> Result<()> {
+        let path = self.path(key)?;
+        let from = from.to_owned();
+        self.blocking("put", key, move || {
+            write_atomically(&path, |f| {
+                let mut input = std::fs::File::open(&from)?;
+                io::copy(&mut input, f).map(|_| ())
+            })
+        })
+        .await
+    }
+
     pub(crate) async fn copy_from(
         &self,
         src: &LocalStore,

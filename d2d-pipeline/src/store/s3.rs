@@ -7,7 +7,9 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::ProvideCredentials;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, CreateBucketConfiguration,
+};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use std::time::Duration;
@@ -198,6 +200,29 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(full)
             .body(ByteStream::from(bytes))
+            // S3 checks the body against the SHA-256 the SDK sends and keeps it, so a later
+            // `stored_sha256` verifies the object without reading it back.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(|e| self.error("put", key, e))?;
+        Ok(())
+    }
+
+    pub(crate) async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        let full = self.full_key(key)?;
+        let body = ByteStream::from_path(path).await.map_err(|e| Error::S3 {
+            url: self.url.clone(),
+            key: key.to_owned(),
+            op: "put",
+            detail: format!("cannot read {}: {}", path.display(), chain(&e)),
+        })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(body)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .send()
             .await
             .map_err(|e| self.error("put", key, e))?;
@@ -218,6 +243,9 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(full)
             .copy_source(source)
+            // S3 computes the copy's SHA-256 over the bytes it wrote and keeps it: the copy
+            // is verified without the bytes leaving the service.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .send()
             .await
         {
@@ -249,6 +277,37 @@ impl S3Store {
                     .unwrap_or(0),
                 etag: out.e_tag().map(unquote),
             })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(self.error("head", key, e)),
+        }
+    }
+
+    pub(crate) async fn stored_sha256(&self, key: &str) -> Result<Option<(ObjectMeta, [u8; 32])>> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                // A multipart object's checksum is of its parts (`…-N`): no use here.
+                let Some(sha) = out.checksum_sha256().and_then(decode_sha256) else {
+                    return Ok(None);
+                };
+                let meta = ObjectMeta {
+                    key: key.to_owned(),
+                    size: out
+                        .content_length()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                    etag: out.e_tag().map(unquote),
+                };
+                Ok(Some((meta, sha)))
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(self.error("head", key, e)),
         }
@@ -342,6 +401,36 @@ fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_owned()
 }
 
+/// A base64 SHA-256 checksum header (`x-amz-checksum-sha256`) as its 32 bytes; `None` for
+/// anything else (a composite `…-N` checksum, a malformed value).
+fn decode_sha256(text: &str) -> Option<[u8; 32]> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let digits = text.trim_end_matches('=').as_bytes();
+    // 32 bytes are 43 digits (and one `=` of padding).
+    if digits.len() != 43 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(33);
+    for group in digits.chunks(4) {
+        let mut bits = 0u32;
+        for (i, c) in group.iter().enumerate() {
+            bits |= value(*c)? << (18 - 6 * i);
+        }
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..group.len()]);
+    }
+    out.try_into().ok()
+}
+
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/` and RFC 3986 unreserved bytes.
 fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -367,5 +456,25 @@ mod tests {
             "raw/dt%3D2019-06-01/a%20b%2B%C3%BC.txt"
         );
         assert_eq!(unquote("\"abc\""), "abc");
+    }
+
+    #[test]
+    fn sha256_checksums_decode_from_base64() {
+        use sha2::Digest;
+        // SHA-256 of "" is e3b0c442…: base64 from `printf '' | openssl dgst -sha256 -binary | base64`.
+        let empty: [u8; 32] = sha2::Sha256::digest(b"").into();
+        assert_eq!(
+            decode_sha256("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="),
+            Some(empty)
+        );
+        assert_eq!(
+            decode_sha256("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=-3"),
+            None
+        );
+        assert_eq!(decode_sha256("AAAA"), None);
+        assert_eq!(
+            decode_sha256("!7DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="),
+            None
+        );
     }
 }
