@@ -116,8 +116,40 @@ enum Output {
     Json,
 }
 
+fn main() -> ExitCode {
+    pin_malloc_threshold();
+    run_main()
+}
+
+/// glibc's malloc raises its mmap threshold each time a large buffer is freed, after which
+/// the parse batches' buffers stay in the heap and RSS grows with the day even though the
+/// data held does not (measured on a 3.5 M-event day: 250 MB; 133 MB with the threshold
+/// pinned, the same at 1 M). The threshold can only be pinned from the environment before
+/// the process starts, so the job re-executes itself once with `MALLOC_MMAP_THRESHOLD_` set
+/// (an operator's own value is left alone).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pin_malloc_threshold() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(VAR, "131072")
+        .exec();
+    // Only reached when exec failed: run as we are.
+    eprintln!("daily_load: could not re-execute with {VAR} set ({err}); continuing");
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn pin_malloc_threshold() {}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn run_main() -> ExitCode {
     let args = Args::parse();
     let bars = match args.output {
         Output::Auto => std::io::stderr().is_terminal(),
