@@ -66,6 +66,8 @@ PG_SETTINGS = [
     "max_parallel_maintenance_workers",
     "jit",
 ]
+# d2d's phases in run order (etl.load_run's *_ms columns); others found are added after them.
+PHASES = ["list", "archive", "parse", "copy", "merge", "quarantine", "cleanup"]
 KINDS = ["d2d", "rerun", "floor", "python", "week", "s3"]
 
 
@@ -457,7 +459,8 @@ class Bench:
                     s3.Bucket(b).objects.all().delete()
                     s3.Bucket(b).delete()
 
-    def run(self) -> None:
+    def run(self, done_size) -> None:
+        """Every size in turn; ``done_size(self)`` after each (the report so far)."""
         a = self.args
         self.sample_lines = sample_days.sample_events(Path(a.sample))
         self.sizes: dict[int, dict] = {}
@@ -470,14 +473,15 @@ class Bench:
         try:
             for size in a.sizes:
                 self.bench_size(size)
+                self.finished = dt.datetime.now(dt.timezone.utc)
+                self.machine["load_end"] = os.getloadavg()
+                done_size(self)
         finally:
             self.server.drop_all()
             if not a.keep:
                 shutil.rmtree(self.work, ignore_errors=True)
             else:
                 log(f"kept {self.work}")
-        self.finished = dt.datetime.now(dt.timezone.utc)
-        self.machine["load_end"] = os.getloadavg()
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -598,6 +602,7 @@ def report(bench: Bench) -> str:
     out.append("")
     for size, info in bench.sizes.items():
         out.extend(size_table(bench, size, info))
+    out.extend(aims(bench))
     return "\n".join(out) + "\n"
 
 
@@ -615,12 +620,17 @@ def size_table(bench: Bench, size: int, info: dict) -> list[str]:
         " (floor: rows ÷ time). Ratios compare medians.",
         "",
     ]
-    phase_names = []
+    phase_names = list(PHASES)
     for e in entries:
         for s in e["samples"]:
             for k in s.get("phases", {}):
                 if k != "total" and k not in phase_names:
                     phase_names.append(k)
+    phase_names = [
+        k
+        for k in phase_names
+        if any(k in s.get("phases", {}) for e in entries for s in e["samples"])
+    ]
     floor = by_row.get("floor bare")
     python = by_row.get("python baseline")
     fmed = med([s["wall"] for s in floor["samples"]]) if floor else None
@@ -636,7 +646,10 @@ def size_table(bench: Bench, size: int, info: dict) -> list[str]:
     ]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
+    week = [e for e in entries if e.get("week_day")]
     for e in entries:
+        if e.get("week_day") not in (None, 1, len(week)):
+            continue
         walls = [s["wall"] for s in e["samples"]]
         n = e["samples"][0].get("rows") if e["row"].startswith("floor") else events
         rate = med([n / w for w in walls])
@@ -654,6 +667,13 @@ def size_table(bench: Bench, size: int, info: dict) -> list[str]:
         cells.append(span(rss, "{:.0f}") if rss else "–")
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
+    if week:
+        days = ", ".join(f"{e['samples'][0]['wall']:.1f}" for e in week)
+        merges = ", ".join(f"{e['samples'][0].get('phases', {}).get('merge', 0):.1f}" for e in week)
+        out.append(
+            f"{len(week)}-day warehouse, wall s of days 1–{len(week)}: {days}; merge s: {merges}."
+        )
+        out.append("")
     if python and python.get("check"):
         c = python["check"]
         verdict = "equal" if c["ok"] else "NOT equal"
@@ -669,6 +689,80 @@ def size_table(bench: Bench, size: int, info: dict) -> list[str]:
         )
         out.append("")
     return out
+
+
+def aims(bench: Bench) -> list[str]:
+    """Issue 7's aims against this run's medians."""
+
+    def wall(size: int, row: str) -> float | None:
+        for e in bench.results:
+            if e["size"] == size and e["row"] == row:
+                return med([s["wall"] for s in e["samples"]])
+        return None
+
+    def rss(size: int) -> float | None:
+        values = [
+            s["rss_mb"]
+            for e in bench.results
+            if e["size"] == size and e["row"].startswith("d2d")
+            for s in e["samples"]
+        ]
+        return max(values) if values else None
+
+    def mark(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    out = ["| aim | " + " | ".join(size_name(s) for s in bench.sizes) + " |"]
+    out.append("|---|" + "---|" * len(bench.sizes))
+    checks = [
+        (
+            "end to end ≤ 1.5× bare COPY",
+            lambda s: (wall(s, "d2d"), wall(s, "floor bare")),
+            1.5,
+            "×",
+        ),
+        (
+            "≥ 5× the Python baseline",
+            lambda s: (wall(s, "python baseline"), wall(s, "d2d")),
+            5,
+            "×",
+        ),
+        ("re-run ≤ first run", lambda s: (wall(s, "d2d re-run"), wall(s, "d2d")), 1.0, "×"),
+        (
+            "day 7 ≤ 1.2× day 1",
+            lambda s: (wall(s, "d2d day 7 of 7"), wall(s, "d2d day 1 of 7")),
+            1.2,
+            "×",
+        ),
+    ]
+    for name, values, limit, unit in checks:
+        cells = []
+        for size in bench.sizes:
+            a, b = values(size)
+            if a is None or b is None:
+                cells.append("–")
+                continue
+            ratio = a / b
+            ok = ratio >= limit if name.startswith("≥") else ratio <= limit
+            cells.append(f"{ratio:.2f}{unit} {mark(ok)}")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    cells = []
+    for size in bench.sizes:
+        w = wall(size, "d2d")
+        rate = bench.sizes[size]["events"] / w if w else None
+        cells.append(f"{rate / 1000:,.0f} k {mark(rate >= 300_000)}" if rate else "–")
+    out.append("| ≥ 300 k events/s | " + " | ".join(cells) + " |")
+    cells = [f"{r:.0f} MB {mark(r <= 200)}" if (r := rss(s)) else "–" for s in bench.sizes]
+    out.append("| peak RSS ≤ 200 MB | " + " | ".join(cells) + " |")
+    peaks = [r for s in bench.sizes if (r := rss(s))]
+    if len(peaks) > 1:
+        flat = max(peaks) / min(peaks)
+        out.append(
+            "| peak RSS flat within 10 % across sizes | "
+            + " | ".join([f"{flat:.2f}× {mark(flat <= 1.1)}"] + [""] * (len(peaks) - 1))
+            + " |"
+        )
+    return ["#### Against the aims", "", *out, ""]
 
 
 SECTION = re.compile(
@@ -767,25 +861,23 @@ def main() -> None:
             "bench-load: DATABASE_URL is not set (scripts/bench-load starts the services)"
         )
     bench = Bench(a)
-    bench.run()
-    body = report(bench)
-    title = a.title or f"{bench.started:%Y-%m-%d}, commit {bench.machine['commit']}"
-    write_report(a.out, a.section, title, body)
-    if a.json:
-        a.json.write_text(
-            json.dumps(
-                {
-                    "machine": bench.machine,
-                    "postgres": bench.pg,
-                    "sizes": {str(k): v for k, v in bench.sizes.items()},
-                    "results": bench.results,
-                },
-                indent=1,
-                default=str,
-            )
-        )
-    print(body)
-    log(f"wrote {a.out} (section {a.section!r})")
+
+    def write(bench: Bench) -> None:
+        body = report(bench)
+        title = a.title or f"{bench.started:%Y-%m-%d}, commit {bench.machine['commit']}"
+        write_report(a.out, a.section, title, body)
+        if a.json:
+            everything = {
+                "machine": bench.machine,
+                "postgres": bench.pg,
+                "sizes": {str(k): v for k, v in bench.sizes.items()},
+                "results": bench.results,
+            }
+            a.json.write_text(json.dumps(everything, indent=1, default=str))
+        log(f"wrote {a.out} (section {a.section!r}) with {len(bench.sizes)} size(s)")
+
+    bench.run(write)
+    print(report(bench))
 
 
 if __name__ == "__main__":
