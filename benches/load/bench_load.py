@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -579,7 +580,7 @@ def report(bench: Bench) -> str:
     out.append(
         f"Run {bench.started:%Y-%m-%d %H:%M} UTC – {bench.finished:%H:%M} UTC,"
         f" commit `{m['commit']}` ({m['branch']}{', with local changes' if m['dirty'] else ''}),"
-        f" `scripts/bench-load {' '.join(a.argv)}`."
+        f" `scripts/bench-load {shlex.join(a.argv)}`."
     )
     out.append("")
     out.append(
@@ -617,7 +618,7 @@ def size_table(bench: Bench, size: int, info: dict) -> list[str]:
         "",
         f"Median of {repeat} run{'s' if repeat > 1 else ''} (min–max); the 7-day rows and the"
         " re-run's database are one warehouse each. Events/s = the day's events ÷ wall time"
-        " (floor: rows ÷ time). Ratios compare medians.",
+        " (floor: rows ÷ time). Ratios compare medians; phases (seconds) are medians.",
         "",
     ]
     phase_names = list(PHASES)
@@ -662,7 +663,7 @@ def size_table(bench: Bench, size: int, info: dict) -> list[str]:
         ]
         for k in phase_names:
             vals = [s["phases"][k] for s in e["samples"] if k in s.get("phases", {})]
-            cells.append(span(vals, "{:.1f}") if vals else "–")
+            cells.append(f"{med(vals):.1f}" if vals else "–")
         rss = [s["rss_mb"] for s in e["samples"] if "rss_mb" in s]
         cells.append(span(rss, "{:.0f}") if rss else "–")
         out.append("| " + " | ".join(cells) + " |")
@@ -765,6 +766,25 @@ def aims(bench: Bench) -> list[str]:
     return ["#### Against the aims", "", *out, ""]
 
 
+def render(path: Path) -> str:
+    """The report of an earlier run, from its --json file."""
+    import types
+
+    saved = json.loads(path.read_text())
+    run = saved["run"]
+    bench = types.SimpleNamespace(
+        args=types.SimpleNamespace(argv=run["argv"]),
+        machine=saved["machine"],
+        pg=saved["postgres"],
+        sizes={int(k): v for k, v in saved["sizes"].items()},
+        results=saved["results"],
+        server_side_copy=run["server_side_copy"],
+        started=dt.datetime.fromisoformat(run["started"]),
+        finished=dt.datetime.fromisoformat(run["finished"]),
+    )
+    return report(bench)
+
+
 SECTION = re.compile(
     r"<!-- bench-load:begin (?P<id>[^>]*?) -->.*?<!-- bench-load:end (?P=id) -->\n?", re.S
 )
@@ -783,7 +803,7 @@ def write_report(path: Path, section: str, title: str, body: str) -> None:
     path.write_text(text)
 
 
-def main() -> None:
+def options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/bench-load", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--sizes", default="1M,10M", help="events per day, e.g. 100k,1M,10M (default 1M,10M)"
@@ -840,10 +860,15 @@ def main() -> None:
     p.add_argument(
         "--db-prefix", default="d2d_bench", help="benchmark databases are <prefix>_<name>"
     )
+    p.add_argument("--render", type=Path, help="only write the report again from a --json file")
     p.add_argument(
         "--keep", action="store_true", help="keep the scratch folder (landing days, logs)"
     )
-    a = p.parse_args()
+    return p
+
+
+def main() -> None:
+    a = options().parse_args()
     a.argv = sys.argv[1:]
     if a.quick:
         a.sizes = "100k"
@@ -861,6 +886,10 @@ def main() -> None:
     if a.bin_dir is None:
         target = os.environ.get("CARGO_TARGET_DIR") or str(REPO / "target")
         a.bin_dir = str(Path(target) / "release" / "examples")
+    if a.render:
+        write_report(a.out, a.section, a.title or "Results", render(a.render))
+        log(f"wrote {a.out} (section {a.section!r}) from {a.render}")
+        return
     if "DATABASE_URL" not in os.environ:
         raise SystemExit(
             "bench-load: DATABASE_URL is not set (scripts/bench-load starts the services)"
@@ -873,6 +902,12 @@ def main() -> None:
         write_report(a.out, a.section, title, body)
         if a.json:
             everything = {
+                "run": {
+                    "argv": a.argv,
+                    "started": bench.started.isoformat(),
+                    "finished": bench.finished.isoformat(),
+                    "server_side_copy": bench.server_side_copy,
+                },
                 "machine": bench.machine,
                 "postgres": bench.pg,
                 "sizes": {str(k): v for k, v in bench.sizes.items()},
