@@ -27,7 +27,7 @@ use tokio_postgres::Transaction;
 
 use super::db_error;
 use super::seen::{micros, SeenFilter, UpdateKey};
-use super::vehicle_day::{self, Position, Seen, VehicleDay};
+use super::vehicle_day::{Position, Seen, VehicleDay};
 use crate::error::{Error, Result};
 
 /// Rows buffered per staging table before a COPY sends them.
@@ -468,25 +468,10 @@ impl<'a> DayLoad<'a> {
 
     /// COPYs the day's per-vehicle summaries (one row per vehicle).
     async fn copy_vehicle_days(&mut self) -> Result<()> {
-        let started = Instant::now();
-        let days = std::mem::take(&mut self.vehicle_days);
-        let context = || format!("COPY {} rows into staging.vehicle_day", days.len());
-        let sink = self
-            .tx
-            .copy_in(vehicle_day::COPY)
-            .await
-            .map_err(db_error(context()))?;
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, vehicle_day::TYPES));
-        for day in days.values() {
-            writer
-                .as_mut()
-                .write(&day.values())
-                .await
-                .map_err(db_error(context()))?;
-        }
-        writer.finish().await.map_err(db_error(context()))?;
-        self.report.copy += started.elapsed();
-        Ok(())
+        let days: Vec<VehicleDay> = std::mem::take(&mut self.vehicle_days)
+            .into_values()
+            .collect();
+        self.copy_rows(&days).await
     }
 
     async fn flush_periods(&mut self) -> Result<()> {
@@ -501,34 +486,41 @@ impl<'a> DayLoad<'a> {
     /// next batch.
     async fn flush<R: StagedRow>(&mut self, buffer: fn(&mut Self) -> &mut Vec<R>) -> Result<()> {
         let rows = std::mem::take(buffer(self));
-        if !rows.is_empty() {
-            let started = Instant::now();
-            let context = || format!("COPY {} rows into {}", rows.len(), R::TABLE);
-            let sink = self
-                .tx
-                .copy_in(R::COPY)
-                .await
-                .map_err(db_error(context()))?;
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, R::TYPES));
-            for row in &rows {
-                writer
-                    .as_mut()
-                    .write(&row.values())
-                    .await
-                    .map_err(db_error(context()))?;
-            }
-            writer.finish().await.map_err(db_error(context()))?;
-            self.report.copy += started.elapsed();
-        }
+        self.copy_rows(&rows).await?;
         let kept = buffer(self);
         *kept = rows;
         kept.clear();
         Ok(())
     }
+
+    /// COPYs `rows` into their staging table (nothing when there are none).
+    async fn copy_rows<R: StagedRow>(&mut self, rows: &[R]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let context = || format!("COPY {} rows into {}", rows.len(), R::TABLE);
+        let sink = self
+            .tx
+            .copy_in(R::COPY)
+            .await
+            .map_err(db_error(context()))?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, R::TYPES));
+        for row in rows {
+            writer
+                .as_mut()
+                .write(&row.values())
+                .await
+                .map_err(db_error(context()))?;
+        }
+        writer.finish().await.map_err(db_error(context()))?;
+        self.report.copy += started.elapsed();
+        Ok(())
+    }
 }
 
 /// A row of a staging table, written by binary COPY.
-trait StagedRow {
+pub(super) trait StagedRow {
     /// The `COPY … FROM STDIN (FORMAT binary)` statement.
     const COPY: &'static str;
     /// Column types, in the statement's order.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use postgres_types::{ToSql, Type};
 
+use super::load::StagedRow;
 use super::seen::micros;
 
 /// Where a row sits in landing order: file-name time (files without one last), key, line —
@@ -138,10 +139,10 @@ impl VehicleDay {
     }
 }
 
-pub(super) const COPY: &str = "COPY staging.vehicle_day (vehicle_id, landing_day, \
+const COPY: &str = "COPY staging.vehicle_day (vehicle_id, landing_day, \
     organization_id, events, fixes, first_event_at, last_event_at, first_fix_at, last_fix_at, \
     last_registered_at, last_deregistered_at, lifecycle_event, lifecycle_at) FROM STDIN (FORMAT binary)";
-pub(super) const TYPES: &[Type] = &[
+const TYPES: &[Type] = &[
     Type::TEXT,
     Type::DATE,
     Type::TEXT,
@@ -157,8 +158,11 @@ pub(super) const TYPES: &[Type] = &[
     Type::TIMESTAMPTZ,
 ];
 
-impl VehicleDay {
-    pub fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+impl StagedRow for VehicleDay {
+    const COPY: &'static str = COPY;
+    const TYPES: &'static [Type] = TYPES;
+    const TABLE: &'static str = "staging.vehicle_day";
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
         vec![
             &self.vehicle_id,
             &self.landing_day,
