@@ -427,15 +427,27 @@ fn print_summary(reports: &[RunReport]) {
             rows.reject
         );
         println!(
-            "  time     list {}  archive {}  parse {}  copy {}  merge {}  quarantine {}  cleanup {}",
+            "  time     list {}  archive {}  parse {}  copy {}  merge {}  quarantine {}  curate {}  cleanup {}",
             seconds(p.list),
             seconds(p.archive),
             seconds(p.parse),
             seconds(p.copy),
             seconds(p.merge),
             seconds(p.quarantine),
+            seconds(p.curate),
             seconds(p.cleanup)
         );
+        if let Some(cz) = &r.curated {
+            println!(
+                "  curated  {} vehicle events, {} period events; distance partitions {} written, {} deleted, {} unchanged ({} bytes of Parquet)",
+                cz.vehicle_events,
+                cz.period_events,
+                cz.distance_partitions_written,
+                cz.distance_partitions_deleted,
+                cz.distance_partitions_unchanged,
+                cz.bytes
+            );
+        }
         if r.landing_deleted > 0 {
             println!("  moved    {} landing files deleted", r.landing_deleted);
         }

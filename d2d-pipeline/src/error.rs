@@ -92,6 +92,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// A file of the lake's curated zone could not be encoded or spooled.
+    #[error("curated zone: {key}: {detail}")]
+    Curated {
+        /// The lake key of the file.
+        key: String,
+        /// What went wrong.
+        detail: String,
+    },
+
     /// TLS for the PostgreSQL connection cannot be set up (bad root certificate, ...).
     #[error("PostgreSQL TLS: {0}")]
     Tls(String),

@@ -20,12 +20,15 @@
 //!    the commit, so a failure leaves the warehouse as it was;
 //! 6. writes the day's refused lines to `quarantine/dt=D/rejects.ndjson` (replacing any
 //!    earlier file) — after the commit, so it never describes a load that did not happen;
-//! 7. with `move_landing`, deletes the landing objects archived by this run (only now: archive
+//! 7. writes the day's **curated** Parquet files (`curated/…`, see [`crate::curated`]) from
+//!    the committed warehouse: the day's facts and the distance partitions that changed;
+//! 8. with `move_landing`, deletes the landing objects archived by this run (only now: archive
 //!    verified and load committed);
-//! 8. closes the run record as `succeeded`, or `failed` with the error.
+//! 9. closes the run record as `succeeded`, or `failed` with the error.
 //!
-//! Once the commit has landed the run is recorded as `succeeded` whatever follows; if step 6
-//! or 7 then fails, the record's `error` says `quarantine: …` or `cleanup: …` and the run
+//! Once the commit has landed the run is recorded as `succeeded` whatever follows; if step 6,
+//! 7 or 8 then fails, the record's `error` says `quarantine: …`, `curate: …` or `cleanup: …`
+//! and the run
 //! returns [`Error::AfterCommit`] (an alert-worthy failure that leaves the new load in place;
 //! re-running the day finishes the work).
 //!
@@ -40,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 
+use crate::curated::{self, CuratedReport};
 use crate::error::{Error, Result};
 use crate::lake::{self, ArchiveAction, ArchivedFile, DayLayout, LakeOptions, Quarantine};
 use crate::store::{CopyMethod, Store, StoreOptions};
@@ -137,23 +141,27 @@ pub enum Phase {
     Merge,
     /// Writing the refused lines to the lake (after the commit).
     Quarantine,
+    /// Writing the curated Parquet zone from the committed warehouse.
+    Curate,
     /// Deleting landing objects (`--move`).
     Cleanup,
 }
 
 impl Phase {
     /// Every phase, in run order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Setup,
         Phase::List,
         Phase::Archive,
         Phase::Load,
         Phase::Merge,
         Phase::Quarantine,
+        Phase::Curate,
         Phase::Cleanup,
     ];
 
-    /// Short name: `setup`, `list`, `archive`, `load`, `merge`, `quarantine`, `cleanup`.
+    /// Short name: `setup`, `list`, `archive`, `load`, `merge`, `quarantine`, `curate`,
+    /// `cleanup`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Setup => "setup",
@@ -161,6 +169,7 @@ impl Phase {
             Self::Archive => "archive",
             Self::Load => "load",
             Self::Quarantine => "quarantine",
+            Self::Curate => "curate",
             Self::Merge => "merge",
             Self::Cleanup => "cleanup",
         }
@@ -174,6 +183,7 @@ impl Phase {
             Self::Archive => "archiving",
             Self::Load => "parsing and loading",
             Self::Quarantine => "writing the quarantine",
+            Self::Curate => "writing the curated zone",
             Self::Merge => "merging",
             Self::Cleanup => "deleting landing objects",
         }
@@ -256,6 +266,8 @@ pub struct RunReport {
     pub kept_from_lake: u64,
     /// The quarantine object written, if there were rejects.
     pub quarantine: Option<lake::QuarantineFile>,
+    /// What the curated zone's write did (`None` if it did not get that far).
+    pub curated: Option<CuratedReport>,
     /// Landing objects deleted (`--move`).
     pub landing_deleted: u64,
 }
@@ -377,7 +389,7 @@ async fn run_day_on(
     };
 
     // The load is committed: from here on the run has succeeded, whatever else fails.
-    let after = after_commit(config, &mut loaded, &mut progress, events).await;
+    let after = after_commit(wh, config, &mut loaded, &mut progress, events).await;
     progress.phases.total = started.elapsed();
     let mut report = loaded.report;
     report.phases = progress.phases;
@@ -647,6 +659,7 @@ fn new_report(
         already_archived: 0,
         kept_from_lake: 0,
         quarantine: None,
+        curated: None,
         landing_deleted: 0,
     };
     for f in day_files {
@@ -731,6 +744,7 @@ async fn merge(
 /// The steps after the commit: the quarantine file, then `--move`'s deletions. A failure here
 /// leaves the committed load in place; a re-run of the day repairs both.
 async fn after_commit(
+    wh: &mut Warehouse,
     config: &RunConfig,
     loaded: &mut Loaded,
     progress: &mut Progress,
@@ -740,6 +754,11 @@ async fn after_commit(
     let quarantine = std::mem::replace(&mut loaded.quarantine, Quarantine::new(loaded.report.day));
     loaded.report.quarantine = quarantine.write(&loaded.lake).await?;
     progress.phases.quarantine = end(events, Phase::Quarantine, t);
+
+    let t = begin(progress, events, Phase::Curate, 0, 0);
+    let day = loaded.report.day;
+    loaded.report.curated = Some(curated::write_day(wh, &loaded.lake, day).await?);
+    progress.phases.curate = end(events, Phase::Curate, t);
 
     if let (true, Some(landing)) = (config.move_landing, &loaded.landing) {
         let archived = &loaded.archived_now;

@@ -122,6 +122,11 @@ impl Warehouse {
         &self.client
     }
 
+    /// The client, to open transactions of the crate's own.
+    pub(crate) fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     /// Applies the pending [`MIGRATIONS`] in one transaction, under an advisory lock (a
     /// concurrent runner waits, then finds nothing to do). Refuses a database where an applied
     /// migration's text changed, or that knows a version this build does not.

@@ -92,6 +92,9 @@ pub struct PhaseTimes {
     pub merge: Duration,
     /// Writing rejected lines to the lake's quarantine.
     pub quarantine: Duration,
+    /// Writing the lake's curated Parquet zone (reported, not yet a column of
+    /// `etl.load_run`).
+    pub curate: Duration,
     /// Deleting landing objects (`--move`).
     pub cleanup: Duration,
     /// The whole run.

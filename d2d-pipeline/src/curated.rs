@@ -1,0 +1,549 @@
+//! The lake's curated zone: the warehouse's facts and distances as Parquet files that Spark,
+//! DuckDB, Athena or Trino read without PostgreSQL.
+//!
+//! ```text
+//! curated/vehicle_event/landing_day=YYYY-MM-DD/part-0.parquet     dwh.fact_vehicle_event of D
+//! curated/period_event/landing_day=YYYY-MM-DD/part-0.parquet      dwh.fact_period_event of D
+//! curated/vehicle_period_distance/start_day=YYYY-MM-DD/part-0.parquet
+//!                                           dwh.vehicle_period_distance, by the period's start
+//! ```
+//!
+//! Written after a load commits, from the warehouse itself (one read-only snapshot), so the
+//! zone holds exactly what the warehouse holds: duplicates dropped, periods resolved. Hive-style
+//! partitions: the partition column (`landing_day`, `start_day`) is in the path, not in the
+//! file; every other column has the warehouse's name, timestamps are UTC microseconds
+//! (`source_time`, the file-name clock, has no time zone, as in the warehouse). Rows are sorted
+//! by vehicle then time (distances by period then vehicle), in row groups streamed from a
+//! server-side cursor, so memory does not grow with the day. zstd, page statistics and page
+//! indexes are on.
+//!
+//! Each partition is one file under a fixed name, replaced by one atomic write: a reader
+//! sees the old day or the new one, never both, and nothing stale is left (a partition whose
+//! rows are gone is deleted). Distance partitions are rewritten only when their content
+//! changed, as told by a fingerprint per partition kept in
+//! `curated/vehicle_period_distance/_fingerprints.json` (engines skip `_` files).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Transaction};
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::warehouse::{db_error, Warehouse};
+
+/// Prefix of the curated zone in the lake.
+pub const CURATED_PREFIX: &str = "curated/";
+
+/// Rows fetched from the cursor at a time, and so the size of each Arrow batch.
+const FETCH_ROWS: i32 = 65_536;
+
+/// Rows per Parquet row group: large enough for engines to skip by statistics, small enough
+/// that the row group being encoded stays a few tens of MB.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// The file name of every partition.
+const PART: &str = "part-0.parquet";
+
+/// How a warehouse column is read and stored.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Text,
+    Int8,
+    Float8,
+    /// `timestamp`: a wall-clock time without zone.
+    Timestamp,
+    /// `timestamptz`, stored as UTC.
+    TimestampUtc,
+}
+
+/// One column, declared once: its name in the warehouse, in the SQL and in the file.
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    name: &'static str,
+    kind: Kind,
+    nullable: bool,
+}
+
+const fn col(name: &'static str, kind: Kind, nullable: bool) -> Column {
+    Column {
+        name,
+        kind,
+        nullable,
+    }
+}
+
+/// A curated table: which columns, from where, in which order.
+#[derive(Debug)]
+struct Table {
+    /// Folder under [`CURATED_PREFIX`].
+    name: &'static str,
+    /// Hive partition column, in the path only.
+    partition: &'static str,
+    columns: &'static [Column],
+    /// `FROM … WHERE …` with the partition value as `$1` (a `date`).
+    from_where: &'static str,
+    /// The sort, as SQL and as the file's declared sorting columns.
+    order_by: &'static [&'static str],
+}
+
+const VEHICLE_EVENT: Table = Table {
+    name: "vehicle_event",
+    partition: "landing_day",
+    columns: &[
+        col("source_key", Kind::Text, false),
+        col("line", Kind::Int8, false),
+        col("source_time", Kind::Timestamp, true),
+        col("event", Kind::Text, false),
+        col("vehicle_id", Kind::Text, false),
+        col("organization_id", Kind::Text, false),
+        col("event_at", Kind::TimestampUtc, false),
+        col("lat", Kind::Float8, true),
+        col("lng", Kind::Float8, true),
+        col("location_at", Kind::TimestampUtc, true),
+    ],
+    from_where: "FROM dwh.fact_vehicle_event WHERE landing_day = $1",
+    order_by: &[
+        "vehicle_id",
+        "location_at",
+        "event_at",
+        "source_key",
+        "line",
+    ],
+};
+
+const PERIOD_EVENT: Table = Table {
+    name: "period_event",
+    partition: "landing_day",
+    columns: &[
+        col("source_key", Kind::Text, false),
+        col("line", Kind::Int8, false),
+        col("source_time", Kind::Timestamp, true),
+        col("event", Kind::Text, false),
+        col("operating_period_id", Kind::Text, false),
+        col("organization_id", Kind::Text, false),
+        col("event_at", Kind::TimestampUtc, false),
+        col("start_at", Kind::TimestampUtc, false),
+        col("finish_at", Kind::TimestampUtc, false),
+    ],
+    from_where: "FROM dwh.fact_period_event WHERE landing_day = $1",
+    order_by: &["operating_period_id", "event_at", "source_key", "line"],
+};
+
+const DISTANCE: Table = Table {
+    name: "vehicle_period_distance",
+    partition: "start_day",
+    columns: &[
+        col("operating_period_id", Kind::Text, false),
+        col("vehicle_id", Kind::Text, false),
+        col("fixes", Kind::Int8, false),
+        col("first_at", Kind::TimestampUtc, false),
+        col("last_at", Kind::TimestampUtc, false),
+        col("metres", Kind::Float8, false),
+    ],
+    from_where: "FROM dwh.vehicle_period_distance AS d \
+                 JOIN dwh.dim_operating_period AS p USING (operating_period_id) \
+                 WHERE (p.start_at AT TIME ZONE 'UTC')::date = $1",
+    order_by: &["operating_period_id", "vehicle_id"],
+};
+
+/// The period's start day (UTC) of each distance row, its row count and an MD5 of its rows:
+/// what tells a load which distance partitions changed.
+const DISTANCE_FINGERPRINTS: &str = "\
+SELECT (p.start_at AT TIME ZONE 'UTC')::date AS start_day,
+       count(*)::bigint || ':' || md5(string_agg(
+           concat_ws('|', d.operating_period_id, d.vehicle_id, d.fixes,
+                     (extract(epoch FROM d.first_at) * 1000000)::bigint,
+                     (extract(epoch FROM d.last_at) * 1000000)::bigint,
+                     d.metres::text),
+           E'\\n' ORDER BY d.operating_period_id, d.vehicle_id)) AS fingerprint
+  FROM dwh.vehicle_period_distance AS d
+  JOIN dwh.dim_operating_period AS p USING (operating_period_id)
+ GROUP BY 1";
+
+impl Table {
+    fn schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let t = match c.kind {
+                    Kind::Text => DataType::Utf8,
+                    Kind::Int8 => DataType::Int64,
+                    Kind::Float8 => DataType::Float64,
+                    Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+                    Kind::TimestampUtc => {
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                    }
+                };
+                Field::new(c.name, t, c.nullable)
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    fn query(&self) -> String {
+        let select: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
+        format!(
+            "SELECT {} {} ORDER BY {}",
+            select.join(", "),
+            self.from_where,
+            self.order_by.join(", ")
+        )
+    }
+
+    fn sorting_columns(&self) -> Vec<SortingColumn> {
+        self.order_by
+            .iter()
+            .filter_map(|name| self.columns.iter().position(|c| c.name == *name))
+            .map(|i| SortingColumn {
+                column_idx: i as i32,
+                descending: false,
+                nulls_first: false,
+            })
+            .collect()
+    }
+
+    fn key(&self, value: NaiveDate) -> String {
+        format!(
+            "{CURATED_PREFIX}{}/{}={value}/{PART}",
+            self.name, self.partition
+        )
+    }
+
+    fn folder(&self) -> String {
+        format!("{CURATED_PREFIX}{}/", self.name)
+    }
+}
+
+/// The file key of the day's vehicle events.
+pub fn vehicle_event_key(day: NaiveDate) -> String {
+    VEHICLE_EVENT.key(day)
+}
+
+/// The file key of the day's operating-period events.
+pub fn period_event_key(day: NaiveDate) -> String {
+    PERIOD_EVENT.key(day)
+}
+
+/// The file key of the distances of the periods starting on `start_day` (UTC).
+pub fn distance_key(start_day: NaiveDate) -> String {
+    DISTANCE.key(start_day)
+}
+
+/// The key of the distance partitions' fingerprints.
+pub fn distance_fingerprints_key() -> String {
+    format!("{}_fingerprints.json", DISTANCE.folder())
+}
+
+/// What one write of the curated zone did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CuratedReport {
+    /// Rows in the day's vehicle-event file.
+    pub vehicle_events: u64,
+    /// Rows in the day's period-event file.
+    pub period_events: u64,
+    /// Distance partitions written (new or changed).
+    pub distance_partitions_written: u64,
+    /// Distance partitions deleted (their periods are gone or deleted).
+    pub distance_partitions_deleted: u64,
+    /// Distance partitions left as they were.
+    pub distance_partitions_unchanged: u64,
+    /// Bytes of Parquet written.
+    pub bytes: u64,
+}
+
+/// One column being filled.
+enum Builder {
+    Text(StringBuilder),
+    Int8(Int64Builder),
+    Float8(Float64Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl Builder {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Text => Builder::Text(StringBuilder::new()),
+            Kind::Int8 => Builder::Int8(Int64Builder::new()),
+            Kind::Float8 => Builder::Float8(Float64Builder::new()),
+            Kind::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::new()),
+            Kind::TimestampUtc => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
+        }
+    }
+
+    fn append(&mut self, kind: Kind, row: &Row, i: usize) -> std::result::Result<(), String> {
+        let err = |e: tokio_postgres::Error| e.to_string();
+        match (self, kind) {
+            (Builder::Text(b), _) => {
+                b.append_option(row.try_get::<_, Option<&str>>(i).map_err(err)?)
+            }
+            (Builder::Int8(b), _) => {
+                b.append_option(row.try_get::<_, Option<i64>>(i).map_err(err)?)
+            }
+            (Builder::Float8(b), _) => {
+                b.append_option(row.try_get::<_, Option<f64>>(i).map_err(err)?)
+            }
+            (Builder::Timestamp(b), Kind::Timestamp) => b.append_option(
+                row.try_get::<_, Option<NaiveDateTime>>(i)
+                    .map_err(err)?
+                    .map(|t| t.and_utc().timestamp_micros()),
+            ),
+            (Builder::Timestamp(b), _) => b.append_option(
+                row.try_get::<_, Option<DateTime<Utc>>>(i)
+                    .map_err(err)?
+                    .map(|t| t.timestamp_micros()),
+            ),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Int8(b) => Arc::new(b.finish()),
+            Builder::Float8(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+fn parquet_error(key: &str) -> impl Fn(String) -> Error + '_ {
+    move |detail| Error::Curated {
+        key: key.to_string(),
+        detail,
+    }
+}
+
+fn writer_properties(table: &Table) -> Result<WriterProperties> {
+    let zstd = ZstdLevel::try_new(3).map_err(|e| Error::Internal {
+        context: format!("zstd level 3: {e}"),
+    })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(zstd))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_sorting_columns(Some(table.sorting_columns()))
+        .set_created_by(format!("d2d {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+/// Writes one partition of `table` from the snapshot `tx` to the lake; returns its rows and
+/// bytes. A partition without rows is deleted instead.
+async fn write_partition(
+    tx: &Transaction<'_>,
+    lake: &Store,
+    table: &Table,
+    value: NaiveDate,
+) -> Result<(u64, u64)> {
+    let key = table.key(value);
+    let fail = parquet_error(&key);
+    let statement = tx
+        .prepare(&table.query())
+        .await
+        .map_err(db_error(format!("reading {key}")))?;
+    let params: [&(dyn ToSql + Sync); 1] = [&value];
+    let portal = tx
+        .bind(&statement, &params)
+        .await
+        .map_err(db_error(format!("reading {key}")))?;
+
+    let spool = tempfile::Builder::new()
+        .prefix("d2d-curated-")
+        .suffix(".parquet")
+        .tempfile()
+        .map_err(|e| fail(format!("temporary file: {e}")))?;
+    let file = spool
+        .reopen()
+        .map_err(|e| fail(format!("temporary file: {e}")))?;
+    let schema = table.schema();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table)?))
+        .map_err(|e| fail(e.to_string()))?;
+    let mut rows = 0_u64;
+    loop {
+        let chunk = tx
+            .query_portal(&portal, FETCH_ROWS)
+            .await
+            .map_err(db_error(format!("reading {key}")))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut builders: Vec<Builder> =
+            table.columns.iter().map(|c| Builder::new(c.kind)).collect();
+        for row in &chunk {
+            for (i, (b, c)) in builders.iter_mut().zip(table.columns).enumerate() {
+                b.append(c.kind, row, i)
+                    .map_err(|e| fail(format!("column {}: {e}", c.name)))?;
+            }
+        }
+        let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
+        let batch =
+            RecordBatch::try_new(schema.clone(), arrays).map_err(|e| fail(e.to_string()))?;
+        writer.write(&batch).map_err(|e| fail(e.to_string()))?;
+        rows += chunk.len() as u64;
+    }
+    writer.close().map_err(|e| fail(e.to_string()))?;
+    if rows == 0 {
+        lake.delete(&key).await?;
+        return Ok((0, 0));
+    }
+    let bytes = spool
+        .as_file()
+        .metadata()
+        .map_err(|e| fail(format!("temporary file: {e}")))?
+        .len();
+    lake.put_file(&key, spool.path()).await?;
+    Ok((rows, bytes))
+}
+
+/// Partition values present under a table's folder, from the keys of its files.
+async fn listed_partitions(lake: &Store, table: &Table) -> Result<Vec<NaiveDate>> {
+    let folder = table.folder();
+    let prefix = format!("{folder}{}=", table.partition);
+    let suffix = format!("/{PART}");
+    Ok(lake
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let value = o.key.strip_prefix(&prefix)?.strip_suffix(&suffix)?;
+            NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
+        })
+        .collect())
+}
+
+async fn read_fingerprints(lake: &Store) -> Result<BTreeMap<NaiveDate, String>> {
+    let key = distance_fingerprints_key();
+    if lake.head(&key).await?.is_none() {
+        return Ok(BTreeMap::new());
+    }
+    let bytes = lake.get(&key).await?;
+    // Unreadable fingerprints only cost a rewrite of every partition.
+    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+/// Writes the curated zone for `day` from the warehouse: the day's two fact partitions and
+/// every distance partition whose rows changed. Run after the day's load committed; reads one
+/// consistent snapshot.
+pub async fn write_day(wh: &mut Warehouse, lake: &Store, day: NaiveDate) -> Result<CuratedReport> {
+    let mut report = CuratedReport::default();
+    let tx = wh
+        .client_mut()
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db_error("starting the curated zone's snapshot"))?;
+
+    let (rows, bytes) = write_partition(&tx, lake, &VEHICLE_EVENT, day).await?;
+    report.vehicle_events = rows;
+    report.bytes += bytes;
+    let (rows, bytes) = write_partition(&tx, lake, &PERIOD_EVENT, day).await?;
+    report.period_events = rows;
+    report.bytes += bytes;
+
+    let current: BTreeMap<NaiveDate, String> = tx
+        .query(DISTANCE_FINGERPRINTS, &[])
+        .await
+        .map_err(db_error("fingerprinting the distance partitions"))?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()
+        .map_err(db_error("fingerprinting the distance partitions"))?;
+    let known = read_fingerprints(lake).await?;
+    let listed = listed_partitions(lake, &DISTANCE).await?;
+    for (start_day, fingerprint) in &current {
+        if known.get(start_day) == Some(fingerprint) && listed.contains(start_day) {
+            report.distance_partitions_unchanged += 1;
+            continue;
+        }
+        let (_, bytes) = write_partition(&tx, lake, &DISTANCE, *start_day).await?;
+        report.distance_partitions_written += 1;
+        report.bytes += bytes;
+    }
+    for start_day in listed.iter().filter(|d| !current.contains_key(d)) {
+        lake.delete(&DISTANCE.key(*start_day)).await?;
+        report.distance_partitions_deleted += 1;
+    }
+    tx.commit()
+        .await
+        .map_err(db_error("closing the curated zone's snapshot"))?;
+    // Written last: if the run dies before, the next one rewrites what it cannot vouch for.
+    let json = serde_json::to_vec_pretty(&current).map_err(|e| Error::Internal {
+        context: format!("serialising distance fingerprints: {e}"),
+    })?;
+    lake.put(&distance_fingerprints_key(), json.into()).await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_hive_partitions_with_one_file_each() {
+        let d = NaiveDate::from_ymd_opt(2019, 6, 1).unwrap();
+        assert_eq!(
+            vehicle_event_key(d),
+            "curated/vehicle_event/landing_day=2019-06-01/part-0.parquet"
+        );
+        assert_eq!(
+            period_event_key(d),
+            "curated/period_event/landing_day=2019-06-01/part-0.parquet"
+        );
+        assert_eq!(
+            distance_key(d),
+            "curated/vehicle_period_distance/start_day=2019-06-01/part-0.parquet"
+        );
+    }
+
+    #[test]
+    fn queries_select_the_declared_columns_with_the_day_as_a_parameter() {
+        let q = VEHICLE_EVENT.query();
+        assert!(q.starts_with("SELECT source_key, line, source_time, event, vehicle_id"));
+        assert!(q.contains("landing_day = $1"), "{q}");
+        assert!(q.ends_with("ORDER BY vehicle_id, location_at, event_at, source_key, line"));
+        // The sort the file declares is the sort the query asks for.
+        let sorted: Vec<&str> = VEHICLE_EVENT
+            .sorting_columns()
+            .iter()
+            .map(|s| VEHICLE_EVENT.columns[s.column_idx as usize].name)
+            .collect();
+        assert_eq!(sorted, VEHICLE_EVENT.order_by);
+    }
+
+    #[test]
+    fn schemas_keep_warehouse_names_and_utc_timestamps() {
+        let s = PERIOD_EVENT.schema();
+        assert!(
+            s.field_with_name("landing_day").is_err(),
+            "in the path only"
+        );
+        assert_eq!(
+            s.field_with_name("start_at").unwrap().data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert_eq!(
+            s.field_with_name("source_time").unwrap().data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        assert!(!s
+            .field_with_name("operating_period_id")
+            .unwrap()
+            .is_nullable());
+    }
+}
