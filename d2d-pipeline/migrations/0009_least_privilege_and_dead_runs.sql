@@ -1,5 +1,5 @@
 -- d2d warehouse, migration 9: the loader may do what a load needs and no more; a run that dies
--- is recognised as dead and recorded so.
+-- is recognised as dead and recorded so; the fixes a distance reads are defined once.
 --
 -- Until now d2d_loader could write every table of staging, dwh and etl: empty the migration
 -- ledger (after which no migration run could start again), delete or rewrite runs, file
@@ -266,7 +266,72 @@ BEGIN
 END
 $$;
 
--- 5. The loader's rights, from scratch. Reading dwh and etl (the migration ledger included:
+-- 5. The fixes of each (period, vehicle) pair in pg_temp.distance_pair, keyed by pair_no: the
+-- one definition both distance walks read. Fixes come from the partitions dwh.vehicle_day
+-- names for the vehicle, through the track index; a fix repeated (in several events or files)
+-- counts once. A plain STABLE SQL function (no SET, not SECURITY DEFINER) so the planner
+-- inlines it into the calling statement, as if the subquery were written there.
+-- A stand-in for the callers' temporary table lets PostgreSQL check the body now.
+CREATE TEMP TABLE distance_pair (pair_no bigint, operating_period_id text, vehicle_id text,
+                                 start_at timestamptz, finish_at timestamptz) ON COMMIT DROP;
+CREATE FUNCTION dwh.distance_pair_fixes()
+RETURNS TABLE (pair_no bigint, location_at timestamptz, lat double precision, lng double precision)
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT a.pair_no, x.location_at, x.lat, x.lng
+      FROM pg_temp.distance_pair AS a
+      JOIN dwh.vehicle_day AS d
+        ON d.vehicle_id = a.vehicle_id
+       AND d.first_fix_at <= a.finish_at
+       AND d.last_fix_at >= a.start_at
+     CROSS JOIN LATERAL (
+           SELECT e.location_at, e.lat, e.lng
+             FROM dwh.fact_vehicle_event AS e
+            WHERE e.landing_day = d.landing_day
+              AND e.vehicle_id = d.vehicle_id
+              AND e.event = 'update'
+              AND e.location_at BETWEEN a.start_at AND a.finish_at) AS x
+$$;
+DROP TABLE pg_temp.distance_pair;
+
+-- Same results as migration 8's: the same fixes per pair (a pair_no names one period and
+-- vehicle), walked in the same order.
+CREATE OR REPLACE PROCEDURE dwh.compute_pair_distances(p_max_speed_mps double precision,
+                                                       INOUT p_rows bigint DEFAULT NULL)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_max_speed_mps IS NULL THEN
+        -- Rows reach the aggregate in window order, so each sum adds the legs in time order,
+        -- as d2d_model::distance does; the last kept fix is the last fix.
+        INSERT INTO dwh.vehicle_period_distance
+               (operating_period_id, vehicle_id, fixes, first_at, last_at, metres)
+        SELECT p.operating_period_id, p.vehicle_id, t.fixes, t.first_at, t.last_at, t.metres
+          FROM (SELECT s.pair_no, count(*) AS fixes, min(s.location_at) AS first_at,
+                       max(s.location_at) AS last_at,
+                       coalesce(sum(dwh.haversine_m(s.prev_lat, s.prev_lng, s.lat, s.lng)), 0) AS metres
+                  FROM (SELECT f.*,
+                               lag(f.lat) OVER w AS prev_lat,
+                               lag(f.lng) OVER w AS prev_lng
+                          FROM dwh.distance_pair_fixes() AS f
+                        WINDOW w AS (PARTITION BY f.pair_no ORDER BY f.location_at, f.lat, f.lng)) AS s
+                 GROUP BY s.pair_no) AS t
+          JOIN pg_temp.distance_pair AS p ON p.pair_no = t.pair_no;
+    ELSE
+        INSERT INTO dwh.vehicle_period_distance
+               (operating_period_id, vehicle_id, fixes, first_at, last_at, metres)
+        SELECT p.operating_period_id, p.vehicle_id, (t.walk).kept, t.first_at, (t.walk).last_at,
+               (t.walk).metres
+          FROM (SELECT f.pair_no, min(f.location_at) AS first_at,
+                       dwh.track_walk(f.lat, f.lng, f.location_at, p_max_speed_mps
+                                      ORDER BY f.location_at, f.lat, f.lng) AS walk
+                  FROM dwh.distance_pair_fixes() AS f
+                 GROUP BY f.pair_no) AS t
+          JOIN pg_temp.distance_pair AS p ON p.pair_no = t.pair_no;
+    END IF;
+    GET DIAGNOSTICS p_rows = ROW_COUNT;
+END
+$$;
+
+-- 6. The loader's rights, from scratch. Reading dwh and etl (the migration ledger included:
 -- a run checks for pending migrations) and inserting into staging (COPY) are all it does
 -- directly; the rest goes through the routines above, which run as the owner.
 REVOKE ALL ON ALL TABLES IN SCHEMA staging, dwh, etl FROM d2d_loader;
