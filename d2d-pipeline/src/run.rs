@@ -2,7 +2,8 @@
 //!
 //! For day D, [`run_day`]:
 //!
-//! 1. records the run as `running` in `etl.load_run` (applying pending migrations first);
+//! 1. records the run as `running` in `etl.load_run` (applying pending migrations first, and
+//!    recording the runs that died as `abandoned`);
 //! 2. **lists** the landing objects of D ([`lake::list_day`]: the date in the file name decides);
 //! 3. **archives** each one to `raw/dt=D/<key>` in the lake, verified by size and SHA-256
 //!    ([`lake::archive_day`]; on S3 by the checksum S3 computes over a server-side copy, so each
@@ -32,11 +33,18 @@
 //! returns [`Error::AfterCommit`] (an alert-worthy failure that leaves the new load in place;
 //! re-running the day finishes the work).
 //!
+//! A run that dies (killed, machine lost) stays `running` until the next run of any day finds
+//! its session gone and records it as `abandoned`, with the phase it died in and whether its
+//! load had committed (see [`Warehouse::abandon_dead_runs`]). The phase is written as each one
+//! begins, on a second connection of the run. Test-only: `D2D_TEST_PAUSE_AT=<phase>` stops a
+//! run on entering that phase (`run/phase_log.rs`), so tests can kill it there.
+//!
 //! Running a day again gives the same warehouse; late files are picked up. Landing files may
 //! vanish (`--move`, retention), so the **lake** defines the day: a file leaves day D only when
 //! it is deleted from the lake's `raw/dt=D/` and D is re-run (the warehouse is keyed by landing
 //! day and object).
 
+mod phase_log;
 mod stream;
 
 use std::time::{Duration, Instant};
@@ -51,6 +59,7 @@ use crate::warehouse::{
     DayLoad, LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus,
     Warehouse,
 };
+use phase_log::PhaseLog;
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -336,6 +345,7 @@ async fn connect(config: &RunConfig, day: NaiveDate) -> Result<Warehouse> {
 /// What a run has gathered so far, kept apart so that a failure still reports it.
 struct Progress {
     phase: Phase,
+    log: PhaseLog,
     counts: RunCounts,
     phases: PhaseTimes,
 }
@@ -354,16 +364,22 @@ async fn run_day_on(
         landing: (!config.from_lake).then(|| config.landing.clone()),
         lake: Some(config.lake.clone()),
     };
-    let run = wh.start_run(&start).await.map_err(|source| Error::Run {
+    let setup = |source| Error::Run {
         day,
         run_id: None,
         phase: Phase::Setup.doing(),
         source: Box::new(source),
-    })?;
+    };
+    let log = Warehouse::connect(&config.database_url)
+        .await
+        .map_err(setup)?;
+    let run = wh.start_run(&start).await.map_err(setup)?;
     tracing::info!(%day, run = run.0, from_lake = config.from_lake, "run started");
     events(&RunEvent::DayStarted { day, run });
+    phase_log::pause_if_asked(run, Phase::Setup).await;
     let mut progress = Progress {
         phase: Phase::Setup,
+        log: PhaseLog::new(log, run),
         counts: RunCounts::default(),
         phases: PhaseTimes::default(),
     };
@@ -457,7 +473,7 @@ async fn record(
     Ok(())
 }
 
-fn begin(
+async fn begin(
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
     phase: Phase,
@@ -465,6 +481,7 @@ fn begin(
     bytes: u64,
 ) -> Instant {
     progress.phase = phase;
+    progress.log.enter(phase).await;
     events(&RunEvent::PhaseStarted {
         phase,
         files,
@@ -569,7 +586,7 @@ async fn list_lake_day(
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<DayFiles> {
-    let t = begin(progress, events, Phase::List, 0, 0);
+    let t = begin(progress, events, Phase::List, 0, 0).await;
     let files = lake::list_archived(
         lake,
         day,
@@ -596,7 +613,7 @@ async fn archive_day(
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<DayFiles> {
-    let t = begin(progress, events, Phase::List, 0, 0);
+    let t = begin(progress, events, Phase::List, 0, 0).await;
     let objects = lake::list_day(landing, day, &config.layout).await?;
     progress.phases.list = end(events, Phase::List, t);
     let bytes = objects.iter().map(|o| o.size).sum();
@@ -606,7 +623,8 @@ async fn archive_day(
         Phase::Archive,
         objects.len() as u64,
         bytes,
-    );
+    )
+    .await;
     let archived = lake::archive_day(
         landing,
         lake,
@@ -708,7 +726,8 @@ async fn load_day(
         Phase::Load,
         progress.counts.files,
         progress.counts.bytes,
-    );
+    )
+    .await;
     let mut quarantine = Quarantine::new(load.day());
     let batching = stream::Batching {
         files: config.batch_files,
@@ -728,7 +747,7 @@ async fn merge(
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<()> {
-    let t = begin(progress, events, Phase::Merge, 0, 0);
+    let t = begin(progress, events, Phase::Merge, 0, 0).await;
     let loaded = load.commit().await?;
     end(events, Phase::Merge, t);
     progress.phases.copy = loaded.copy;
@@ -750,12 +769,12 @@ async fn after_commit(
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<()> {
-    let t = begin(progress, events, Phase::Quarantine, 0, 0);
+    let t = begin(progress, events, Phase::Quarantine, 0, 0).await;
     let quarantine = std::mem::replace(&mut loaded.quarantine, Quarantine::new(loaded.report.day));
     loaded.report.quarantine = quarantine.write(&loaded.lake).await?;
     progress.phases.quarantine = end(events, Phase::Quarantine, t);
 
-    let t = begin(progress, events, Phase::Curate, 0, 0);
+    let t = begin(progress, events, Phase::Curate, 0, 0).await;
     let day = loaded.report.day;
     loaded.report.curated = Some(curated::write_day(wh, &loaded.lake, day).await?);
     progress.phases.curate = end(events, Phase::Curate, t);
@@ -768,7 +787,8 @@ async fn after_commit(
             Phase::Cleanup,
             archived.len() as u64,
             archived.iter().map(|f| f.size).sum(),
-        );
+        )
+        .await;
         loaded.report.landing_deleted = lake::delete_landing(
             landing,
             &loaded.lake,

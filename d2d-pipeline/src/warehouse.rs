@@ -38,7 +38,7 @@ mod vehicle_day;
 use chrono::NaiveDate;
 use tokio_postgres::{Client, NoTls};
 
-pub use audit::{ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus};
+pub use audit::{AbandonedRun, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus};
 pub use connect::{DatabaseUrl, SslMode};
 pub use load::{DayLoad, DayLoadReport, LoadOptions, RowsLoaded, BATCH_ROWS};
 pub use migrate::{Migration, MigrationReport, MIGRATIONS};

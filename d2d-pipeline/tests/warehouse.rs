@@ -700,13 +700,26 @@ async fn roles_reach_objects_created_by_later_migrations() {
         )
         .await
         .unwrap();
+    // The loader reads a later dwh table; it writes dwh only through the owner's procedures.
     wh.client()
         .batch_execute(
             "SET ROLE d2d_loader;
-             INSERT INTO dwh.later_table VALUES (1);
-             CALL dwh.later_proc();
-             RESET ROLE; SET ROLE d2d_bi",
+             SELECT count(*) FROM dwh.later_table;
+             CALL dwh.later_proc();",
         )
+        .await
+        .unwrap();
+    let err = wh
+        .client()
+        .batch_execute("INSERT INTO dwh.later_table VALUES (1)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    wh.client()
+        .batch_execute("RESET ROLE; SET ROLE d2d_bi")
         .await
         .unwrap();
     let one: i32 = wh

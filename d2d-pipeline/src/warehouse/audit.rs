@@ -2,11 +2,19 @@
 //!
 //! A run's row is inserted as `running` in its own short transaction before any work, so even
 //! a run that dies is on record; it is closed as `succeeded` or `failed` (with the error) at
-//! the end.
+//! the end. The loader role writes these tables only through functions that run as the
+//! warehouse owner (migration 9): they change a run only while it is running, and a closed run
+//! never again.
+//!
+//! While it runs, a run holds a session-level advisory lock on the connection that recorded it
+//! and loads (see `SCHEMA.md`), which PostgreSQL releases when that session ends, however the
+//! process died. So a dead run is recognisable: the next run of any day closes it as
+//! `abandoned` ([`Warehouse::abandon_dead_runs`]) with the phase it died in, and says whether
+//! its load had committed, which the merge records in its own transaction.
 
 use std::time::Duration;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::load::RowsLoaded;
 use super::{db_error, Warehouse};
@@ -37,8 +45,8 @@ pub struct RunStart {
     pub lake: Option<String>,
 }
 
-/// How a run ended (a run still going, or one that died, is `running` in the table: the
-/// default of its row, never written by [`Warehouse::finish_run`]).
+/// How a run ended, as [`Warehouse::finish_run`] records it. (A run still going is `running`
+/// in the table; one that died is `running` until the next run closes it as `abandoned`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
     /// The load was committed. A step after the commit may still have failed: then the
@@ -114,6 +122,23 @@ pub struct ManifestEntry {
     pub sha256: String,
 }
 
+/// A run left `running` by a session that is gone, closed by [`Warehouse::abandon_dead_runs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedRun {
+    /// Its id.
+    pub run: RunId,
+    /// Its landing day.
+    pub day: NaiveDate,
+    /// The phase it died in (`setup`, `list`, ... as [`crate::run::Phase::name`]); `None` for
+    /// a run started before migration 9, which did not record phases.
+    pub phase: Option<String>,
+    /// When it entered that phase.
+    pub phase_at: Option<DateTime<Utc>>,
+    /// When its load was committed, if it was: then the load stands, and only the steps after
+    /// the commit (quarantine file, `--move`) are left for a re-run.
+    pub committed_at: Option<DateTime<Utc>>,
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -123,13 +148,24 @@ fn n(v: u64) -> i64 {
 }
 
 impl Warehouse {
-    /// Records a run as `running` (committed at once) and returns its id.
+    /// Closes the runs that died as `abandoned` (see the module documentation), then records a
+    /// new run as `running` (committed at once), takes its lock on this connection and returns
+    /// its id. The run's load must go through this same `Warehouse`, and it must be closed
+    /// with [`Warehouse::finish_run`] here too.
     pub async fn start_run(&self, start: &RunStart) -> Result<RunId> {
+        for dead in self.abandon_dead_runs().await? {
+            tracing::warn!(
+                run = dead.run.0,
+                day = %dead.day,
+                phase = dead.phase.as_deref().unwrap_or("unknown"),
+                committed = dead.committed_at.is_some(),
+                "an earlier run died; recorded it as abandoned"
+            );
+        }
         let row = self
             .client
             .query_one(
-                "INSERT INTO etl.load_run (landing_day, from_lake, move_landing, landing, lake)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING run_id",
+                "SELECT etl.start_run($1, $2, $3, $4, $5)",
                 &[
                     &start.day,
                     &start.from_lake,
@@ -143,7 +179,42 @@ impl Warehouse {
         Ok(RunId(row.get(0)))
     }
 
-    /// Records the verified archive of the run's files, in one transaction.
+    /// Closes every `running` run whose session is gone as `abandoned`, and returns them. A
+    /// live run (its session holds its lock) is left alone.
+    pub async fn abandon_dead_runs(&self) -> Result<Vec<AbandonedRun>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT run_id, landing_day, phase, phase_at, committed_at
+                   FROM etl.abandon_dead_runs()",
+                &[],
+            )
+            .await
+            .map_err(db_error("close the runs that died"))?;
+        Ok(rows
+            .iter()
+            .map(|r| AbandonedRun {
+                run: RunId(r.get(0)),
+                day: r.get(1),
+                phase: r.get(2),
+                phase_at: r.get(3),
+                committed_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Records that a live, running run enters `phase`, committed at once. Any connection may
+    /// write it: the run's own is inside its load transaction while it loads and merges.
+    pub async fn record_phase(&self, run: RunId, phase: &str) -> Result<()> {
+        self.client
+            .execute("SELECT etl.run_phase($1, $2)", &[&run.0, &phase])
+            .await
+            .map_err(db_error(format!("record phase {phase} of run {run}")))?;
+        Ok(())
+    }
+
+    /// Records the verified archive of the run's files, in one transaction, on the run's own
+    /// connection (the one [`Warehouse::start_run`] was called on).
     pub async fn record_manifest(
         &mut self,
         run: RunId,
@@ -156,10 +227,7 @@ impl Warehouse {
             .await
             .map_err(db_error("begin the file manifest"))?;
         let insert = tx
-            .prepare(
-                "INSERT INTO etl.file_manifest (run_id, landing_day, landing_key, lake_key, size, sha256)
-                 SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[])",
-            )
+            .prepare("SELECT etl.record_manifest($1, $2, $3, $4, $5, $6)")
             .await
             .map_err(db_error("prepare the file manifest"))?;
         // Batches keep each statement's arrays small for days with very many files.
@@ -177,7 +245,10 @@ impl Warehouse {
             .map_err(db_error("commit the file manifest"))
     }
 
-    /// Closes a run's record with its outcome, counts and phase times.
+    /// Closes a run's record with its outcome, counts and phase times, and releases its lock.
+    /// Refused for a run that is no longer running, for a run another live session runs, and
+    /// for [`RunStatus::Succeeded`] unless the run's load was committed (its merge ran on the
+    /// run's own connection) — and for [`RunStatus::Failed`] if it was.
     pub async fn finish_run(
         &self,
         run: RunId,
@@ -189,16 +260,8 @@ impl Warehouse {
         let r = &counts.rows;
         self.client
             .execute(
-                "UPDATE etl.load_run SET status = $2, files = $3, bytes = $4, lines = $5,
-                        events = $6, duplicates = $7, rejects = $8,
-                        rows_fact_vehicle_event = $9, rows_fact_period_event = $10,
-                        rows_dim_vehicle = $11, rows_dim_operating_period = $12,
-                        rows_vehicle_period_distance = $13, rows_reject = $14,
-                        list_ms = $15, archive_ms = $16, parse_ms = $17, copy_ms = $18,
-                        merge_ms = $19, quarantine_ms = $20, cleanup_ms = $21, total_ms = $22,
-                        error = $23,
-                        finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE clock_timestamp() END
-                  WHERE run_id = $1",
+                "SELECT etl.finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                       $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
                 &[
                     &run.0,
                     &status.as_str(),

@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "fleet_scale",
         sql: include_str!("../../migrations/0008_fleet_scale.sql"),
     },
+    Migration {
+        version: 9,
+        name: "least_privilege_and_dead_runs",
+        sql: include_str!("../../migrations/0009_least_privilege_and_dead_runs.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migration runs within a database.
