@@ -22,7 +22,8 @@ def test_gz_files_and_gzip_bytes_are_decompressed(tmp_path: Path):
     assert len(r.events) == 2 and r.duplicates == 2
     assert len(d2d.read_events(gzip.compress(LINES)).events) == 2
     # Two members, as `cat a.gz b.gz` makes, read as one stream.
-    two = gzip.compress(LINES[: LINES.index(b"\n") + 1]) + gzip.compress(LINES[LINES.index(b"\n") + 1 :])
+    cut = LINES.index(b"\n") + 1
+    two = gzip.compress(LINES[:cut]) + gzip.compress(LINES[cut:])
     assert len(d2d.read_events(two).events) == 2
 
 
