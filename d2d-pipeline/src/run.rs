@@ -666,10 +666,14 @@ async fn archive_day(
         day,
         files.is_empty(),
         &format!(
-            "{} (layout {}) nor the lake {} (raw/dt=)",
+            "{} (layout {}) nor the lake {} (raw/dt=){}",
             landing.url(),
             config.layout,
-            lake.url()
+            lake.url(),
+            match refused.len() {
+                0 => String::new(),
+                n => format!(" ({n} landing objects refused, logged above)"),
+            }
         ),
     )?;
     Ok((files, archived, refused))
