@@ -32,7 +32,8 @@
 //! | `invalid_gzip`, `gzip_too_large` | archived, but its compressed bytes do not decode (found while loading) |
 //!
 //! A refused file belongs to the date its name starts with; one with no real date there
-//! (`2019-02-30-…`) belongs to no day and is reported in the summary of every run that lists it.
+//! (`2019-02-30-…`) belongs to no day and is reported in the summary of every run that lists it,
+//! as is any other link or FIFO in a local landing folder (a linked folder is never entered).
 //! Files named for other days are left to their own runs.
 //!
 //! How much of the landing store is *listed* to find them is set by a [`DayLayout`]:
@@ -237,6 +238,9 @@ pub fn select_day_report(
         let d = match check_name(&u.key) {
             NameCheck::Landing(n) if n.date == day => Some(day),
             NameCheck::Skipped { day: d, .. } if d.is_none_or(|d| d == day) => d,
+            // A link or FIFO under another name (a linked folder may hide a whole day): of no
+            // day, so named in the summary only.
+            NameCheck::Other => None,
             _ => continue,
         };
         refuse(&u.key, 0, d, u.code, u.reason.to_owned());

