@@ -94,6 +94,10 @@ struct Args {
     /// (the sample is a sped-up replay). Warehouse-wide: a change recomputes every distance.
     #[arg(long, env = "D2D_MAX_SPEED_MPS")]
     max_speed_mps: Option<f64>,
+    /// Fail a day whose refused lines exceed this share of its lines (0.01 = 1 %), before
+    /// anything of it is committed; off by default.
+    #[arg(long, env = "D2D_MAX_REJECT_RATIO", value_name = "RATIO")]
+    max_reject_ratio: Option<f64>,
     /// Shell command run on failure, with the failure summary on stdin and in
     /// D2D_ALERT_SUMMARY.
     #[arg(long, env = "D2D_ALERT_COMMAND")]
@@ -244,6 +248,7 @@ fn config(args: &Args) -> RunConfig {
     config.from_lake = args.from_lake;
     config.move_landing = args.move_landing;
     config.allow_empty = args.allow_empty;
+    config.max_reject_ratio = args.max_reject_ratio;
     config.load = LoadOptions {
         max_speed_mps: args.max_speed_mps,
     };
@@ -451,6 +456,23 @@ fn print_summary(reports: &[RunReport]) {
         if r.landing_deleted > 0 {
             println!("  moved    {} landing files deleted", r.landing_deleted);
         }
+        if !r.refused.is_empty() {
+            println!(
+                "  refused  {} landing objects, not loaded (those of {} also in etl.reject, line 0):",
+                r.refused.len(),
+                r.day
+            );
+            for f in &r.refused {
+                println!("           {f}");
+                tracing::warn!(day = %r.day, key = f.key, code = f.code, reason = f.reason, "refused landing object");
+            }
+        }
+        if r.stale_temporaries_removed > 0 {
+            println!(
+                "  cleaned  {} temporary files of killed runs removed from the lake",
+                r.stale_temporaries_removed
+            );
+        }
         tracing::info!(
             day = %r.day,
             run = r.run.0,
@@ -460,6 +482,7 @@ fn print_summary(reports: &[RunReport]) {
             events = c.events,
             duplicates = c.duplicates,
             rejects = c.rejects,
+            refused_files = r.refused.len(),
             fact_vehicle_event = rows.fact_vehicle_event,
             fact_period_event = rows.fact_period_event,
             vehicle_period_distance = rows.vehicle_period_distance,

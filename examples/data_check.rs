@@ -11,9 +11,12 @@
 //! data_check --distances PATH...   CSV: period,vehicle,fixes,first_at,last_at,metres
 //! ```
 //!
-//! Exits 0 when it ran, even if some lines were rejected; exits 1 with a message when a path
-//! cannot be read.
+//! Files compressed with gzip (`….txt.gz`, or gzip's magic bytes under any name) are read
+//! decompressed, as the daily run reads them. Exits 0 when it ran, even if some lines were
+//! rejected; exits 1 with a message when a path cannot be read (or a gzip file does not
+//! decode).
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,11 +94,18 @@ fn write_report(args: &Args, out: &mut impl Write) -> Result<(), Failure> {
     let sources = files
         .into_iter()
         .map(|(name, path)| {
-            std::fs::read(&path)
-                .map(|bytes| (name, bytes))
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            // Gzip files (`.gz`, or gzip's magic bytes) are decompressed as the daily run does.
+            let decoded = landing::decode(&name, &bytes)
+                .map(|text| match text {
+                    Cow::Owned(v) => Some(v),
+                    Cow::Borrowed(_) => None,
+                })
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Ok((name, decoded.unwrap_or(bytes)))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, String>>()?;
 
     let parsed = parse::parse_sources(&sources);
     let profile = check::profile(&parsed, sources.len() as u64);

@@ -10,7 +10,8 @@
 //! - [`period`], [`track`], [`distance`]: resolved operating periods, per-vehicle tracks, and
 //!   the distance each vehicle travelled during each period (haversine, R = 6,371,008.8 m).
 //! - [`check`]: the data-check profile of a batch.
-//! - [`landing`]: which landing day a file belongs to, from its name.
+//! - [`landing`]: which landing day a file belongs to, from its name, and the decoding of
+//!   compressed (gzip) landing files.
 //!
 //! ```
 //! use d2d_model::{distance, parse, period, track};

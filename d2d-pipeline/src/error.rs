@@ -114,6 +114,21 @@ pub enum Error {
         day: chrono::NaiveDate,
     },
 
+    /// The day's share of refused lines is above the configured maximum
+    /// (`RunConfig::max_reject_ratio`, `--max-reject-ratio`). Checked before the merge, so
+    /// nothing of the day was committed and no quarantine file was written.
+    #[error("{rejects} of {lines} lines refused: reject ratio {ratio:.4} is above the maximum {max} (--max-reject-ratio); nothing of the day was loaded")]
+    TooManyRejects {
+        /// Refused lines.
+        rejects: u64,
+        /// Non-blank lines read.
+        lines: u64,
+        /// `rejects / lines`.
+        ratio: f64,
+        /// The maximum allowed.
+        max: f64,
+    },
+
     /// A daily run failed before its load was committed; `source` is the cause. The run is
     /// recorded as `failed` in `etl.load_run` (when the database could be reached) and the
     /// warehouse is unchanged (a failure after the commit is [`Error::AfterCommit`]).

@@ -14,7 +14,27 @@
 //! folder it sits in and whatever the timestamps of the events inside it. That name's clock is
 //! not UTC, so some events of day D's files fall on D+1 in UTC: a day's load is keyed by landing
 //! day and object key, never by event time. Objects whose names do not follow the pattern are
-//! never selected.
+//! never selected; `….txt.gz` files (and any file starting with gzip's magic bytes) are
+//! decompressed when read ([`d2d_model::landing::decode`]).
+//!
+//! # Files refused as a whole
+//!
+//! A landing object is never archived nor loaded, but **reported** ([`RefusedFile`]: in the run
+//! summary, and for the day it belongs to in `etl.reject` with line 0 and in the quarantine),
+//! when:
+//!
+//! | code | what |
+//! |---|---|
+//! | `unsafe_key` | its key cannot be a lake key: a `.` or `..` segment, an empty segment (`data//…`), a leading `/`, a `\` or a NUL (S3 allows such keys; `raw/dt=D/<key>` must stay a plain path inside the lake, whatever the lake) |
+//! | `link_outside` | a local landing folder holds a symbolic link leading out of it (it is never read) |
+//! | `not_a_file` | a broken link, a link to a folder, a FIFO or device named like an event file |
+//! | `not_a_landing_name` | named like an event file (`-events`) but not a landing file: an impossible date or time, another suffix (`….txt.bak`), a malformed stamp |
+//! | `invalid_gzip`, `gzip_too_large` | archived, but its compressed bytes do not decode (found while loading) |
+//!
+//! A refused file belongs to the date its name starts with; one with no real date there
+//! (`2019-02-30-…`) belongs to no day and is reported in the summary of every run that lists it,
+//! as is any other link or FIFO in a local landing folder (a linked folder is never entered).
+//! Files named for other days are left to their own runs.
 //!
 //! How much of the landing store is *listed* to find them is set by a [`DayLayout`]:
 //!
@@ -44,13 +64,13 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use chrono::NaiveDate;
-use d2d_model::landing::{landing_order, LandingName};
+use d2d_model::landing::{check_name, landing_order, LandingName, NameCheck};
 use d2d_model::reject::Reject;
 use futures_util::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::store::{hex, CopyMethod, ObjectMeta, Store};
+use crate::store::{check_key, hex, CopyMethod, ObjectMeta, Store, Unlisted};
 
 /// Top-level folder of the archived landing files.
 pub const RAW_DIR: &str = "raw";
@@ -135,18 +155,100 @@ impl fmt::Display for DayLayout {
     }
 }
 
-/// Keeps exactly the objects whose file name carries the date `day`, in landing order (by the
-/// time in the name, numerically, then by key).
+/// A landing object refused as a whole (see the module docs): never archived nor loaded, and
+/// reported with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedFile {
+    /// Its key, as listed (an odd key is reported, never used as a path).
+    pub key: String,
+    /// Its size as listed (0 when not known).
+    pub size: u64,
+    /// The day it belongs to (the date its name starts with); `None` for a name with no real
+    /// date, which belongs to no day.
+    pub day: Option<NaiveDate>,
+    /// Short stable code: `unsafe_key`, `link_outside`, `not_a_file`, `not_a_landing_name`,
+    /// `invalid_gzip`, `gzip_too_large`.
+    pub code: &'static str,
+    /// What is wrong, e.g. `its key cannot be a lake key: '.' or '..' segment`.
+    pub reason: String,
+}
+
+impl fmt::Display for RefusedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {} ({})", self.key, self.reason, self.code)
+    }
+}
+
+/// The landing objects of one day, and the objects refused while choosing them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayListing {
+    /// The day's landing files, in landing order.
+    pub objects: Vec<ObjectMeta>,
+    /// Objects of the day (or of no day) that look like event files but are refused, by key.
+    pub refused: Vec<RefusedFile>,
+}
+
+/// Keeps exactly the objects whose file name carries the date `day` and whose key can be a
+/// lake key, in landing order (by the time in the name, numerically, then by key).
 pub fn select_day(
     objects: impl IntoIterator<Item = ObjectMeta>,
     day: NaiveDate,
 ) -> Vec<ObjectMeta> {
-    let mut selected: Vec<ObjectMeta> = objects
-        .into_iter()
-        .filter(|o| LandingName::parse(&o.key).is_some_and(|n| n.date == day))
-        .collect();
+    select_day_report(objects, &[], day).objects
+}
+
+/// [`select_day`], also returning what it refused (see the module docs): objects named for
+/// `day` (or for no real day) that look like event files but cannot be loaded, and the
+/// `unlisted` entries of a local listing named for them.
+pub fn select_day_report(
+    objects: impl IntoIterator<Item = ObjectMeta>,
+    unlisted: &[Unlisted],
+    day: NaiveDate,
+) -> DayListing {
+    let mut out = DayListing::default();
+    let mut refuse = |key: &str, size, day, code, reason| {
+        out.refused.push(RefusedFile {
+            key: key.to_owned(),
+            size,
+            day,
+            code,
+            reason,
+        })
+    };
+    let mut selected = Vec::new();
+    for o in objects {
+        match check_name(&o.key) {
+            NameCheck::Landing(n) if n.date == day => match check_key(&o.key) {
+                Ok(()) => selected.push(o),
+                Err(why) => refuse(
+                    &o.key,
+                    o.size,
+                    Some(day),
+                    "unsafe_key",
+                    format!("its key cannot be a lake key: {why}"),
+                ),
+            },
+            NameCheck::Skipped { day: d, reason } if d.is_none_or(|d| d == day) => {
+                refuse(&o.key, o.size, d, "not_a_landing_name", reason)
+            }
+            _ => {}
+        }
+    }
+    for u in unlisted {
+        let d = match check_name(&u.key) {
+            NameCheck::Landing(n) if n.date == day => Some(day),
+            NameCheck::Skipped { day: d, .. } if d.is_none_or(|d| d == day) => d,
+            // A link or FIFO under another name (a linked folder may hide a whole day): of no
+            // day, so named in the summary only.
+            NameCheck::Other => None,
+            _ => continue,
+        };
+        refuse(&u.key, 0, d, u.code, u.reason.to_owned());
+    }
     selected.sort_by(|a, b| landing_order(&a.key, &b.key));
-    selected
+    out.objects = selected;
+    out.refused.sort_by(|a, b| a.key.cmp(&b.key));
+    out
 }
 
 /// Lists the landing objects of `day` (see the module docs for the rule), in landing order.
@@ -155,13 +257,49 @@ pub async fn list_day(
     day: NaiveDate,
     layout: &DayLayout,
 ) -> Result<Vec<ObjectMeta>> {
-    let listed = landing.list(&layout.listing_prefix(day)).await?;
+    Ok(list_day_report(landing, day, layout).await?.objects)
+}
+
+/// [`list_day`], with the objects refused on the way ([`RefusedFile`]).
+pub async fn list_day_report(
+    landing: &Store,
+    day: NaiveDate,
+    layout: &DayLayout,
+) -> Result<DayListing> {
+    let listed = landing.list_checked(&layout.listing_prefix(day)).await?;
     let own = |key: &str| {
         key.strip_prefix(RAW_DIR)
             .or_else(|| key.strip_prefix(QUARANTINE_DIR))
             .is_some_and(|rest| rest.starts_with("/dt="))
     };
-    Ok(select_day(listed.into_iter().filter(|o| !own(&o.key)), day))
+    let unlisted: Vec<Unlisted> = listed
+        .unlisted
+        .into_iter()
+        .filter(|u| !own(&u.key))
+        .collect();
+    Ok(select_day_report(
+        listed.objects.into_iter().filter(|o| !own(&o.key)),
+        &unlisted,
+        day,
+    ))
+}
+
+/// Deletes the temporary files that killed writers left in the lake partitions of `day`
+/// (`raw/dt=D/` and `quarantine/dt=D/`): only those last written before `written_before` by a
+/// process that is gone ([`Store::remove_stale_temporaries`]). Returns how many.
+pub async fn remove_stale_temporaries(
+    lake: &Store,
+    day: NaiveDate,
+    written_before: std::time::SystemTime,
+) -> Result<u64> {
+    let quarantine = format!("{QUARANTINE_DIR}/dt={}/", day.format("%Y-%m-%d"));
+    let mut removed = 0;
+    for prefix in [raw_prefix(day), quarantine] {
+        removed += lake
+            .remove_stale_temporaries(&prefix, written_before)
+            .await?;
+    }
+    Ok(removed)
 }
 
 /// `raw/dt=YYYY-MM-DD/`: where the lake keeps the files of `day`.
@@ -280,10 +418,9 @@ pub async fn archive_day(
     options: &LakeOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<Vec<ArchivedFile>> {
-    if let Some(stray) = objects
-        .iter()
-        .find(|o| LandingName::parse(&o.key).is_none_or(|n| n.date != day))
-    {
+    if let Some(stray) = objects.iter().find(|o| {
+        LandingName::parse(&o.key).is_none_or(|n| n.date != day) || check_key(&o.key).is_err()
+    }) {
         return Err(Error::Config(format!(
             "{}: {:?} is not a landing file of {day}; refusing to archive it under {}",
             landing.url(),
@@ -517,8 +654,27 @@ pub async fn list_archived(
         }
         original.map(|key| ObjectMeta { key, ..o })
     });
-    let selected = select_day(originals, day);
+    let selected = select_lake_day(originals, day);
     checksum_archived(lake, day, &selected, options, progress).await
+}
+
+/// [`select_day`] on the original keys of a lake partition: a file the day rule refuses there
+/// (an S3 lake written before keys were checked may hold `raw/dt=D/../…`) stays out of the day,
+/// with a warning.
+fn select_lake_day(
+    originals: impl IntoIterator<Item = ObjectMeta>,
+    day: NaiveDate,
+) -> Vec<ObjectMeta> {
+    let listing = select_day_report(originals, &[], day);
+    for r in listing.refused.iter().filter(|r| r.day == Some(day)) {
+        tracing::warn!(
+            key = r.key,
+            code = r.code,
+            "{}; not part of the day",
+            r.reason
+        );
+    }
+    listing.objects
 }
 
 /// Reads the lake copies of `objects` (original keys, as listed under [`raw_prefix`]) for
@@ -575,7 +731,7 @@ pub async fn with_archived_rest(
     let prefix = raw_prefix(day);
     let known: std::collections::HashSet<&str> =
         archived.iter().map(|f| f.landing_key.as_str()).collect();
-    let rest: Vec<ObjectMeta> = select_day(
+    let rest: Vec<ObjectMeta> = select_lake_day(
         lake.list(&prefix).await?.into_iter().filter_map(|o| {
             let original = o.key.strip_prefix(&prefix)?.to_owned();
             (!known.contains(original.as_str())).then_some(ObjectMeta { key: original, ..o })
@@ -718,12 +874,29 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// Bytes of a refused line kept in `etl.reject.raw` and in the quarantine's `raw` (4 KiB). A
+/// line can be of any size (a 100 MB line is one reject); its length and SHA-256 are kept
+/// beside the prefix, and the whole line stays in the lake's `raw/` copy of its file.
+pub const REJECT_RAW_BYTES: usize = 4096;
+
+/// The kept prefix of a refused line (at most [`REJECT_RAW_BYTES`]), its length in bytes and
+/// its SHA-256.
+pub(crate) fn raw_line(raw: &[u8]) -> (&[u8], u64, [u8; 32]) {
+    (
+        &raw[..raw.len().min(REJECT_RAW_BYTES)],
+        raw.len() as u64,
+        sha256(raw),
+    )
+}
+
 /// The refused lines of one day, gathered as NDJSON for `quarantine/dt=D/rejects.ndjson`.
 ///
 /// Each line is one JSON object: `source` (object key), `line` (1-based), `code` (stable, e.g.
-/// `missing_field`), `field` (dotted path or `null`), `reason` (the message), `raw` (the line as
-/// text, invalid UTF-8 replaced by U+FFFD) and, only when the line is not valid UTF-8,
-/// `raw_hex` (its exact bytes).
+/// `missing_field`), `field` (dotted path or `null`), `reason` (the message), `raw` (the
+/// line's first [`REJECT_RAW_BYTES`] bytes as text, invalid UTF-8 replaced by U+FFFD),
+/// `raw_length` and `raw_sha256` (of the whole line) and, only when the line is not valid
+/// UTF-8, `raw_hex` (the exact bytes of that prefix). A file refused as a whole
+/// ([`RefusedFile`]) is one object with `line` 0, an empty `raw` and no length or checksum.
 ///
 /// Memory stays bounded however many lines are refused: past [`Quarantine::SPILL_BYTES`] the
 /// lines go to a temporary file of the machine's temporary folder (removed when the value is
@@ -835,17 +1008,37 @@ impl Quarantine {
 
     /// Adds one refused line.
     pub fn push(&mut self, reject: &Reject) -> Result<()> {
+        let (prefix, length, sha) = raw_line(&reject.raw);
         let mut line = serde_json::json!({
             "source": &*reject.source,
             "line": reject.line,
             "code": reject.reason.code(),
             "field": reject.reason.field(),
             "reason": reject.reason.to_string(),
-            "raw": String::from_utf8_lossy(&reject.raw),
+            "raw": String::from_utf8_lossy(prefix),
+            "raw_length": length,
+            "raw_sha256": hex(&sha),
         });
         if std::str::from_utf8(&reject.raw).is_err() {
-            line["raw_hex"] = serde_json::Value::String(hex(&reject.raw));
+            line["raw_hex"] = serde_json::Value::String(hex(prefix));
         }
+        self.push_line(&line)
+    }
+
+    /// Adds a file refused as a whole (line 0).
+    pub fn push_file(&mut self, refused: &RefusedFile) -> Result<()> {
+        let line = serde_json::json!({
+            "source": refused.key,
+            "line": 0,
+            "code": refused.code,
+            "field": null,
+            "reason": refused.reason,
+            "raw": "",
+        });
+        self.push_line(&line)
+    }
+
+    fn push_line(&mut self, line: &serde_json::Value) -> Result<()> {
         // A `Value` always serialises; its `Display` is compact JSON on one line.
         let start = self.buffer.len();
         self.buffer.extend_from_slice(line.to_string().as_bytes());
@@ -1005,6 +1198,91 @@ mod tests {
                 "data/resources/2019/06/01/15/17/2019-06-01-15-17-10-events.txt",
             ]
         );
+    }
+
+    #[test]
+    fn odd_keys_and_stray_names_of_the_day_are_refused_with_why() {
+        let listed = [
+            "data/2019-06-01-1-0-0-events.txt",
+            "../x/2019-06-01-1-0-1-events.txt",
+            "data//2019-06-01-1-0-2-events.txt",
+            "/abs/2019-06-01-1-0-3-events.txt",
+            "data\\2019-06-01-1-0-4-events.txt",
+            "data/./2019-06-01-1-0-5-events.txt",
+            "data/2019-06-01-1-0-6-events.txt.bak",
+            "data/2019-02-30-1-0-0-events.txt",
+            // Another day's odd key and stray copy are that day's to report.
+            "../x/2019-06-02-1-0-0-events.txt",
+            "data/2019-06-02-1-0-0-events.txt.bak",
+            "data/README.md",
+        ];
+        let unlisted = [Unlisted {
+            key: "data/2019-06-01-1-0-7-events.txt".into(),
+            code: "link_outside",
+            reason: "a symbolic link leads out of the store's folder",
+        }];
+        let got = select_day_report(listed.iter().map(|k| obj(k)), &unlisted, day());
+        let keys: Vec<&str> = got.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["data/2019-06-01-1-0-0-events.txt"]);
+        let refused: Vec<(&str, &str, Option<NaiveDate>)> = got
+            .refused
+            .iter()
+            .map(|r| (r.key.as_str(), r.code, r.day))
+            .collect();
+        let d = Some(day());
+        assert_eq!(
+            refused,
+            [
+                ("../x/2019-06-01-1-0-1-events.txt", "unsafe_key", d),
+                ("/abs/2019-06-01-1-0-3-events.txt", "unsafe_key", d),
+                ("data/./2019-06-01-1-0-5-events.txt", "unsafe_key", d),
+                ("data//2019-06-01-1-0-2-events.txt", "unsafe_key", d),
+                (
+                    "data/2019-02-30-1-0-0-events.txt",
+                    "not_a_landing_name",
+                    None
+                ),
+                (
+                    "data/2019-06-01-1-0-6-events.txt.bak",
+                    "not_a_landing_name",
+                    d
+                ),
+                ("data/2019-06-01-1-0-7-events.txt", "link_outside", d),
+                ("data\\2019-06-01-1-0-4-events.txt", "unsafe_key", d),
+            ]
+        );
+        assert!(got.refused[0].reason.contains("'..'"), "{}", got.refused[0]);
+        // select_day alone never returns an odd key either.
+        assert_eq!(select_day(listed.iter().map(|k| obj(k)), day()).len(), 1);
+    }
+
+    #[test]
+    fn quarantine_keeps_a_bounded_prefix_with_length_and_checksum() {
+        let mut line = b"{\"x\":\"".to_vec();
+        line.resize(10 * REJECT_RAW_BYTES, b'a');
+        let parsed = d2d_model::parse::parse_bytes("data/x.json", &line);
+        let mut q = Quarantine::new(day());
+        q.extend(&parsed.rejects).unwrap();
+        q.push_file(&RefusedFile {
+            key: "../x/2019-06-01-1-0-0-events.txt".into(),
+            size: 3,
+            day: Some(day()),
+            code: "unsafe_key",
+            reason: "its key cannot be a lake key".into(),
+        })
+        .unwrap();
+        let text = q.contents().unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["raw"].as_str().unwrap().len(), REJECT_RAW_BYTES);
+        assert_eq!(lines[0]["raw_length"], line.len());
+        assert_eq!(lines[0]["raw_sha256"], hex(&sha256(&line)));
+        assert_eq!(lines[1]["line"], 0);
+        assert_eq!(lines[1]["code"], "unsafe_key");
+        assert_eq!(q.len(), 2);
     }
 
     #[test]

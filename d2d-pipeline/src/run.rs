@@ -4,7 +4,11 @@
 //!
 //! 1. records the run as `running` in `etl.load_run` (applying pending migrations first, and
 //!    recording the runs that died as `abandoned`);
-//! 2. **lists** the landing objects of D ([`lake::list_day`]: the date in the file name decides);
+//! 2. **lists** the landing objects of D ([`lake::list_day_report`]: the date in the file name
+//!    decides; objects that look like event files but cannot be loaded — a key that cannot be
+//!    a lake key, a link leading out of the landing folder, a name breaking the day rule — are
+//!    refused one by one and reported, never failing the day); removes the temporary files
+//!    that killed runs left in the day's lake partitions;
 //! 3. **archives** each one to `raw/dt=D/<key>` in the lake, verified by size and SHA-256
 //!    ([`lake::archive_day`]; on S3 by the checksum S3 computes over a server-side copy, so each
 //!    landing byte crosses the network once per run, when step 4 reads the lake copy; a landing file rewritten under an archived name is refused unless
@@ -15,8 +19,10 @@
 //! 4. **loads**: reads the archived copies from the lake (each checked against the manifest's
 //!    SHA-256), parses them in batches, files in parallel on rayon's threads, and streams the
 //!    rows into staging with binary COPY — three stages that overlap, joined by bounded
-//!    queues, so memory is bounded by a few batches, not the day (`run/stream.rs`); refused
-//!    lines go to a quarantine that spills to a temporary file past a megabyte;
+//!    queues, so memory is bounded by a few batches, not the day (`run/stream.rs`); gzip files
+//!    are decompressed; refused lines and files go to a quarantine that spills to a temporary
+//!    file past a megabyte; with [`RunConfig::max_reject_ratio`], a day with a larger share of
+//!    refused lines fails here, before anything is committed;
 //! 5. **merges** (`CALL dwh.merge_day`) and commits: one transaction from the first COPY to
 //!    the commit, so a failure leaves the warehouse as it was;
 //! 6. writes the day's refused lines to `quarantine/dt=D/rejects.ndjson` (replacing any
@@ -94,6 +100,9 @@ pub struct RunConfig {
     /// load holds a few batches at once (read, parsed, being copied), so this bounds its
     /// memory: about 8 × `batch_bytes` in all.
     pub batch_bytes: u64,
+    /// Fail the day, before its merge commits, when refused lines exceed this share of its
+    /// non-blank lines (`0.01` = 1 %); `None` (the default) accepts any share.
+    pub max_reject_ratio: Option<f64>,
 }
 
 impl RunConfig {
@@ -117,6 +126,7 @@ impl RunConfig {
             store_options: StoreOptions::from_env(),
             batch_files: 64,
             batch_bytes: 8 * 1024 * 1024,
+            max_reject_ratio: None,
         }
     }
 
@@ -125,6 +135,13 @@ impl RunConfig {
             return Err(Error::Config(
                 "--move needs files archived from landing in this run; it cannot be combined with --from-lake".into(),
             ));
+        }
+        if let Some(r) = self.max_reject_ratio {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(Error::Config(format!(
+                    "--max-reject-ratio must be between 0 and 1, not {r}"
+                )));
+            }
         }
         if self.batch_files == 0 || self.batch_bytes == 0 {
             return Err(Error::Config(
@@ -279,6 +296,12 @@ pub struct RunReport {
     pub curated: Option<CuratedReport>,
     /// Landing objects deleted (`--move`).
     pub landing_deleted: u64,
+    /// Landing objects refused as a whole, with why ([`lake::RefusedFile`]): those of this
+    /// day are also in `etl.reject` (line 0) and the quarantine; those of no day (an
+    /// impossible date) only here.
+    pub refused: Vec<lake::RefusedFile>,
+    /// Temporary files of killed writers removed from the day's lake partitions.
+    pub stale_temporaries_removed: u64,
 }
 
 /// Runs landing day `day`; see the module documentation. Progress goes to `events`.
@@ -538,19 +561,33 @@ async fn steps(
 ) -> Result<Loaded> {
     // Opening a store can fail (bad URL, unreadable folder): blame the stores, not the
     // warehouse.
+    let started = std::time::SystemTime::now();
     progress.phase = Phase::List;
     let (lake, landing) = open_stores(config).await?;
-    let (day_files, archived_now) = match &landing {
+    let stale = lake::remove_stale_temporaries(&lake, day, started).await?;
+    let (day_files, archived_now, refused) = match &landing {
         None => list_lake_day(config, &lake, day, progress, events).await?,
         Some(landing) => archive_day(config, landing, &lake, day, progress, events).await?,
     };
-    let report = new_report(config, day, run, &day_files, landing.is_some());
+    let mut report = new_report(config, day, run, &day_files, landing.is_some());
+    report.stale_temporaries_removed = stale;
     progress.counts.files = day_files.len() as u64;
     progress.counts.bytes = day_files.iter().map(|f| f.size).sum();
     record_manifest(wh, run, day, &day_files).await?;
 
     let mut load = wh.begin_day(day, config.load).await?;
-    let quarantine = load_day(config, &lake, &day_files, &mut load, progress, events).await?;
+    let ours: Vec<&lake::RefusedFile> = refused.iter().filter(|r| r.day == Some(day)).collect();
+    for r in &ours {
+        load.add_refused(r).await?;
+    }
+    let (mut quarantine, unreadable) =
+        load_day(config, &lake, &day_files, &mut load, progress, events).await?;
+    for r in ours {
+        quarantine.push_file(r)?;
+    }
+    report.refused = refused;
+    report.refused.extend(unreadable);
+    check_reject_ratio(config, load.lines(), load.rejects())?;
     merge(load, progress, events).await?;
     Ok(Loaded {
         report,
@@ -575,8 +612,9 @@ async fn open_stores(config: &RunConfig) -> Result<(Store, Option<Store>)> {
     Ok((lake, landing))
 }
 
-/// The day's files and the ones this run archived from landing (for `--move`).
-type DayFiles = (Vec<ArchivedFile>, Vec<ArchivedFile>);
+/// The day's files, the ones this run archived from landing (for `--move`), and the landing
+/// objects refused as a whole.
+type DayFiles = (Vec<ArchivedFile>, Vec<ArchivedFile>, Vec<lake::RefusedFile>);
 
 /// `--from-lake`: the day is what the lake's `raw/dt=D/` holds.
 async fn list_lake_day(
@@ -601,7 +639,7 @@ async fn list_lake_day(
         files.is_empty(),
         &format!("the lake {} (raw/dt=)", lake.url()),
     )?;
-    Ok((files, Vec::new()))
+    Ok((files, Vec::new(), Vec::new()))
 }
 
 /// Lists the day in landing, archives it, and takes the day as the lake then holds it.
@@ -614,7 +652,16 @@ async fn archive_day(
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<DayFiles> {
     let t = begin(progress, events, Phase::List, 0, 0).await;
-    let objects = lake::list_day(landing, day, &config.layout).await?;
+    let lake::DayListing { objects, refused } =
+        lake::list_day_report(landing, day, &config.layout).await?;
+    for r in &refused {
+        tracing::warn!(
+            key = r.key,
+            code = r.code,
+            "refused landing object: {}",
+            r.reason
+        );
+    }
     progress.phases.list = end(events, Phase::List, t);
     let bytes = objects.iter().map(|o| o.size).sum();
     let t = begin(
@@ -649,13 +696,17 @@ async fn archive_day(
         day,
         files.is_empty(),
         &format!(
-            "{} (layout {}) nor the lake {} (raw/dt=)",
+            "{} (layout {}) nor the lake {} (raw/dt=){}",
             landing.url(),
             config.layout,
-            lake.url()
+            lake.url(),
+            match refused.len() {
+                0 => String::new(),
+                n => format!(" ({n} landing objects refused, logged above)"),
+            }
         ),
     )?;
-    Ok((files, archived))
+    Ok((files, archived, refused))
 }
 
 /// The report of a run, with what archiving did to each file counted.
@@ -679,6 +730,8 @@ fn new_report(
         quarantine: None,
         curated: None,
         landing_deleted: 0,
+        refused: Vec::new(),
+        stale_temporaries_removed: 0,
     };
     for f in day_files {
         match f.action {
@@ -711,7 +764,7 @@ async fn record_manifest(
 }
 
 /// Reads, parses and stages the day's files, overlapping the three ([`stream`]); returns the
-/// refused lines gathered for the quarantine file.
+/// refused lines gathered for the quarantine file, and the files that could not be decoded.
 async fn load_day(
     config: &RunConfig,
     lake: &Store,
@@ -719,7 +772,7 @@ async fn load_day(
     load: &mut DayLoad<'_>,
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
-) -> Result<Quarantine> {
+) -> Result<(Quarantine, Vec<lake::RefusedFile>)> {
     let t = begin(
         progress,
         events,
@@ -738,7 +791,29 @@ async fn load_day(
         stream::load_files(lake, day_files, batching, load, &mut quarantine, events).await?;
     progress.phases.parse = loaded.parse;
     end(events, Phase::Load, t);
-    Ok(quarantine)
+    Ok((quarantine, loaded.refused))
+}
+
+/// With [`RunConfig::max_reject_ratio`], fails a day whose refused lines exceed that share of
+/// its non-blank lines. Runs before the merge: a failure commits nothing.
+fn check_reject_ratio(config: &RunConfig, lines: u64, rejects: u64) -> Result<()> {
+    let Some(max) = config.max_reject_ratio else {
+        return Ok(());
+    };
+    let ratio = if lines == 0 {
+        0.0
+    } else {
+        rejects as f64 / lines as f64
+    };
+    if ratio > max {
+        return Err(Error::TooManyRejects {
+            rejects,
+            lines,
+            ratio,
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// Copies what staging still lacks, merges the day and commits.

@@ -20,6 +20,14 @@
 //! string prefix (`data/2019-06-01-` lists flat files of one day); `put` replaces an object
 //! atomically (readers never see half an object); `delete` of a missing object succeeds;
 //! `get` of a missing object is [`Error::NotFound`]; `head` of one is `None`.
+//!
+//! **A local store never leaves its folder.** A symbolic link that leads out of the root (or
+//! nowhere) is not an object: listings leave it out ([`Store::list_checked`] reports it),
+//! `head` says `None` and `get` refuses it with [`Error::InvalidKey`]. Writes and deletions
+//! refuse a key whose folders pass through a symbolic link, so a link planted in the lake
+//! cannot redirect a write elsewhere. Links to files inside the root are followed.
+//! Temporary files of interrupted writes (`.d2d-tmp-<pid>-<n>`) are never listed, and
+//! [`Store::remove_stale_temporaries`] deletes those of writers that are gone.
 
 mod local;
 mod s3;
@@ -48,6 +56,28 @@ pub struct ObjectMeta {
     /// quotes), or for a local file its modification time and size. Only compare it with
     /// tags from the same store.
     pub etag: Option<String>,
+}
+
+/// An entry a listing met that is not an object of the store, and why: a local symbolic
+/// link leading out of the store's folder, or nowhere. S3 listings have none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unlisted {
+    /// The key it would have had.
+    pub key: String,
+    /// A short stable code: `link_outside` (a link leading out of the store's folder) or
+    /// `not_a_file` (a broken link, a link to a folder, a FIFO, ...).
+    pub code: &'static str,
+    /// Why it is not an object, e.g. `a symbolic link leads out of the store's folder`.
+    pub reason: &'static str,
+}
+
+/// A listing with the entries it left out ([`Store::list_checked`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The objects, sorted by key (what [`Store::list`] returns).
+    pub objects: Vec<ObjectMeta>,
+    /// Entries under the prefix that are not objects, sorted by key.
+    pub unlisted: Vec<Unlisted>,
 }
 
 /// A streaming read of one object.
@@ -179,12 +209,39 @@ impl Store {
     /// Every object whose key starts with `prefix` (`""` for all), recursively, sorted by key.
     /// S3 listings are paginated (1,000 keys a page) and followed to the end.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let mut objects = match &*self.backend {
+        Ok(self.list_checked(prefix).await?.objects)
+    }
+
+    /// [`Store::list`], with the entries it left out and why (see the module docs): a landing
+    /// run reports a link leading out of the landing folder instead of ignoring it.
+    pub async fn list_checked(&self, prefix: &str) -> Result<Listing> {
+        let mut listing = match &*self.backend {
             Backend::Local(s) => s.list(prefix).await?,
-            Backend::S3(s) => s.list(prefix).await?,
+            Backend::S3(s) => Listing {
+                objects: s.list(prefix).await?,
+                unlisted: Vec::new(),
+            },
         };
-        objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(objects)
+        listing.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        listing.unlisted.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing)
+    }
+
+    /// Deletes the temporary files that interrupted writes left under `prefix` (a killed
+    /// process never renames its `.d2d-tmp-<pid>-<n>` file into place), and returns how many.
+    /// Only those of writers that are gone: last modified before `written_before` (a live
+    /// writer keeps touching its file until it renames it) and, where `/proc` shows processes,
+    /// of a process id that no longer runs on this machine. S3 puts leave no temporary
+    /// objects: nothing to do there.
+    pub async fn remove_stale_temporaries(
+        &self,
+        prefix: &str,
+        written_before: std::time::SystemTime,
+    ) -> Result<u64> {
+        match &*self.backend {
+            Backend::Local(s) => s.remove_stale_temporaries(prefix, written_before).await,
+            Backend::S3(_) => Ok(0),
+        }
     }
 
     /// The whole object in memory. Use [`Store::get_reader`] for objects of unbounded size.

@@ -3,13 +3,14 @@
 //! An input is a path (`str` or `os.PathLike`) to a file or a folder, raw NDJSON `bytes` /
 //! `bytearray`, or a list or tuple of these. Folders are walked recursively; their files are
 //! read in landing order ([`d2d_model::landing::landing_order`] on the path, then by path).
-//! Arguments keep the order they were given in.
+//! Arguments keep the order they were given in. Gzip content (a `.gz` name or gzip's magic
+//! bytes) is decompressed first, by the same `d2d_model::landing::decode` as the daily run.
 
 use std::cmp::Ordering;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use d2d_model::landing::landing_order;
+use d2d_model::landing::{decode, landing_order};
 use d2d_model::parse::{parse_bytes, parse_bytes_par, Parsed};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -122,9 +123,17 @@ fn parse_one(input: Input, alone: bool) -> Result<Parsed> {
     match input {
         Input::Path(p) => {
             let data = fs::read(&p).map_err(io_error(&p))?;
-            Ok(parse(&p.to_string_lossy(), &data))
+            let name = p.to_string_lossy();
+            let text = decode(&name, &data).map_err(|e| Error::Io {
+                path: p.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+            Ok(parse(&name, &text))
         }
-        Input::Bytes(name, data) => Ok(parse(&name, &data)),
+        Input::Bytes(name, data) => {
+            let text = decode(&name, &data).map_err(|e| Error::Value(format!("{name}: {e}")))?;
+            Ok(parse(&name, &text))
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use d2d_model::landing::LandingName;
 use d2d_model::parse::Parsed;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use rayon::prelude::*;
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::{Phase, RunEvent};
 use crate::error::{Error, Result};
-use crate::lake::{ArchivedFile, Quarantine};
+use crate::lake::{ArchivedFile, Quarantine, RefusedFile};
 use crate::store::Store;
 use crate::warehouse::DayLoad;
 
@@ -42,15 +43,20 @@ struct Batch {
 struct ParsedBatch {
     files: Vec<ArchivedFile>,
     parsed: Vec<Parsed>,
+    /// Per file, why it could not be read at all (a gzip file that does not decode): then its
+    /// parse is empty.
+    refused: Vec<Option<RefusedFile>>,
     /// Time the parser spent on it (checking the SHA-256, then parsing).
     took: Duration,
 }
 
 /// What the load phase measured.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Loaded {
     /// Time spent parsing (on rayon's threads, overlapping with COPY).
     pub parse: Duration,
+    /// Files archived but unreadable (gzip that does not decode), staged as refused files.
+    pub refused: Vec<RefusedFile>,
 }
 
 /// How to cut the day into batches and read them.
@@ -174,12 +180,31 @@ fn parse_batch(batch: Batch) -> Result<ParsedBatch> {
                     ),
                 });
             }
-            Ok(d2d_model::parse::parse_bytes_par(&file.landing_key, body))
+            // Compressed files are decoded here, the one place the run turns lake bytes into
+            // lines; the lake keeps them compressed, as they landed.
+            Ok(match d2d_model::landing::decode(&file.landing_key, body) {
+                Ok(text) => (
+                    d2d_model::parse::parse_bytes_par(&file.landing_key, &text),
+                    None,
+                ),
+                Err(e) => (
+                    Parsed::default(),
+                    Some(RefusedFile {
+                        key: file.landing_key.clone(),
+                        size: file.size,
+                        day: LandingName::parse(&file.landing_key).map(|n| n.date),
+                        code: e.code(),
+                        reason: e.to_string(),
+                    }),
+                ),
+            })
         })
-        .collect::<Result<Vec<Parsed>>>()?;
+        .collect::<Result<Vec<(Parsed, Option<RefusedFile>)>>>()?;
+    let (parsed, refused) = parsed.into_iter().unzip();
     Ok(ParsedBatch {
         files: batch.files,
         parsed,
+        refused,
         took: started.elapsed(),
     })
 }
@@ -198,9 +223,15 @@ async fn stage(
     while let Some(batch) = input.recv().await {
         let batch = batch?;
         loaded.parse += batch.took;
-        for (file, parsed) in batch.files.iter().zip(&batch.parsed) {
+        for ((file, parsed), refused) in batch.files.iter().zip(&batch.parsed).zip(batch.refused) {
             load.add_file(&file.landing_key, parsed).await?;
             quarantine.extend(&parsed.rejects)?;
+            if let Some(refused) = refused {
+                tracing::warn!(key = refused.key, code = refused.code, "{}", refused.reason);
+                load.add_refused(&refused).await?;
+                quarantine.push_file(&refused)?;
+                loaded.refused.push(refused);
+            }
             files_done += 1;
             bytes_done += file.size;
         }

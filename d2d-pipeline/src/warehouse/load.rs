@@ -29,6 +29,8 @@ use super::db_error;
 use super::seen::{micros, SeenFilter, UpdateKey};
 use super::vehicle_day::{Position, Seen, VehicleDay};
 use crate::error::{Error, Result};
+use crate::lake::{raw_line, RefusedFile, REJECT_RAW_BYTES};
+use crate::store::hex;
 
 /// Rows buffered per staging table before a COPY sends them.
 pub const BATCH_ROWS: usize = 16_384;
@@ -126,7 +128,11 @@ struct RejectRow {
     code: &'static str,
     field: Option<String>,
     reason: String,
+    /// At most [`crate::lake::REJECT_RAW_BYTES`] bytes of the line, as text.
     raw: String,
+    /// The whole line's length and SHA-256 (hex); `None` for a file refused as a whole.
+    raw_length: Option<i64>,
+    raw_sha256: Option<String>,
 }
 
 // FREEZE: dwh.begin_day truncated the table in this transaction.
@@ -170,7 +176,7 @@ const CANDIDATE_TYPES: &[Type] = &[
     Type::TIMESTAMPTZ,
 ];
 const REJECT_COPY: &str = "COPY staging.reject (source_key, source_time, line, code, field, \
-    reason, raw) FROM STDIN (FORMAT binary)";
+    reason, raw, raw_length, raw_sha256) FROM STDIN (FORMAT binary)";
 const REJECT_TYPES: &[Type] = &[
     Type::TEXT,
     Type::TIMESTAMP,
@@ -178,6 +184,8 @@ const REJECT_TYPES: &[Type] = &[
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
     Type::TEXT,
 ];
 
@@ -348,6 +356,7 @@ impl<'a> DayLoad<'a> {
             }
         }
         for reject in &parsed.rejects {
+            let (prefix, length, sha) = raw_line(&reject.raw);
             self.rejects.push(RejectRow {
                 source_key: source_key.clone(),
                 source_time,
@@ -355,13 +364,46 @@ impl<'a> DayLoad<'a> {
                 code: reject.reason.code(),
                 field: reject.reason.field().map(pg_text),
                 reason: pg_text(&reject.reason.to_string()),
-                raw: pg_text(&String::from_utf8_lossy(&reject.raw)),
+                raw: bounded_text(prefix),
+                raw_length: Some(i64::try_from(length).unwrap_or(i64::MAX)),
+                raw_sha256: Some(hex(&sha)),
             });
             if self.rejects.len() >= BATCH_ROWS {
                 self.flush_rejects().await?;
             }
         }
         Ok(())
+    }
+
+    /// Records a landing object refused as a whole ([`RefusedFile`]): one `etl.reject` row with
+    /// line 0, the code and the reason, and an empty `raw`. Its events (none) are not loaded;
+    /// it does not count as a line, so `lines == events + duplicates + rejects` still holds.
+    pub async fn add_refused(&mut self, file: &RefusedFile) -> Result<()> {
+        self.rejects.push(RejectRow {
+            source_key: pg_text(&file.key),
+            source_time: LandingName::parse(&file.key).map(|n| n.datetime()),
+            line: 0,
+            code: file.code,
+            field: None,
+            reason: pg_text(&file.reason),
+            raw: String::new(),
+            raw_length: None,
+            raw_sha256: None,
+        });
+        if self.rejects.len() >= BATCH_ROWS {
+            self.flush_rejects().await?;
+        }
+        Ok(())
+    }
+
+    /// Non-blank lines staged so far.
+    pub fn lines(&self) -> u64 {
+        self.report.lines
+    }
+
+    /// Refused lines staged so far (files refused as a whole not counted).
+    pub fn rejects(&self) -> u64 {
+        self.report.rejects
     }
 
     /// Keeps a register/deregister event until the commit, unless an equal one is kept
@@ -600,6 +642,8 @@ impl StagedRow for RejectRow {
             &self.field,
             &self.reason,
             &self.raw,
+            &self.raw_length,
+            &self.raw_sha256,
         ]
     }
 }
@@ -608,6 +652,19 @@ fn line_number(key: &str, line: u64) -> Result<i64> {
     i64::try_from(line).map_err(|_| Error::Internal {
         context: format!("staging {key:?}: line number {line} does not fit a bigint"),
     })
+}
+
+/// The kept prefix of a refused line as PostgreSQL text: invalid UTF-8 and NUL become U+FFFD,
+/// then the text is cut (at a character boundary) to at most
+/// [`crate::lake::REJECT_RAW_BYTES`] bytes, since the replacements may lengthen it.
+fn bounded_text(prefix: &[u8]) -> String {
+    let mut text = pg_text(&String::from_utf8_lossy(prefix));
+    let mut end = text.len().min(REJECT_RAW_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
 }
 
 /// PostgreSQL text cannot hold NUL; a raw line or reason quoting one keeps U+FFFD instead
@@ -629,6 +686,22 @@ mod tests {
     fn pg_text_replaces_nul_only() {
         assert_eq!(pg_text("a\0b"), "a\u{FFFD}b");
         assert_eq!(pg_text("plain é"), "plain é");
+    }
+
+    #[test]
+    fn reject_text_is_bounded_even_when_replacements_lengthen_it() {
+        let ascii = vec![b'a'; 10_000];
+        assert_eq!(
+            bounded_text(&ascii[..REJECT_RAW_BYTES]).len(),
+            REJECT_RAW_BYTES
+        );
+        // Each invalid byte or NUL becomes a 3-byte U+FFFD.
+        let bad = vec![0xffu8; REJECT_RAW_BYTES];
+        let text = bounded_text(&bad);
+        assert!(text.len() <= REJECT_RAW_BYTES && text.len() > REJECT_RAW_BYTES - 3);
+        assert!(text.chars().all(|c| c == '\u{FFFD}'));
+        let nul = bounded_text(b"a\0b");
+        assert_eq!(nul, "a\u{FFFD}b");
     }
 
     #[test]

@@ -32,7 +32,8 @@ impl Migration {
     }
 }
 
-/// Every migration of this build, in order.
+/// Every migration of this build, in order of version. Versions increase but need not be
+/// consecutive: a pending migration is applied whatever the versions already applied.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -78,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "least_privilege_and_dead_runs",
         sql: include_str!("../../migrations/0009_least_privilege_and_dead_runs.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "bounded_rejects",
+        sql: include_str!("../../migrations/0010_bounded_rejects.sql"),
     },
 ];
 
@@ -215,8 +221,12 @@ mod tests {
 
     #[test]
     fn versions_are_consecutive_and_named_after_their_files() {
+        // Consecutive: a gap would let a database apply a later-numbered migration before an
+        // earlier one that arrives in another build.
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i32 + 1);
+            assert_eq!(m.version, i as i32 + 1, "{m:?}");
+        }
+        for m in MIGRATIONS {
             assert!(!m.sql.trim().is_empty());
         }
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
