@@ -44,8 +44,8 @@ use crate::error::{Error, Result};
 use crate::lake::{self, ArchiveAction, ArchivedFile, DayLayout, LakeOptions, Quarantine};
 use crate::store::{CopyMethod, Store, StoreOptions};
 use crate::warehouse::{
-    DayLoad, LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus,
-    Warehouse,
+    DatabaseUrl, DayLoad, LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart,
+    RunStatus, Warehouse,
 };
 
 /// Everything a run needs to know.
@@ -73,8 +73,11 @@ pub struct RunConfig {
     /// Concurrency of the lake steps (and of reading files to parse), and whether a landing
     /// file rewritten under an archived name may replace the lake's copy.
     pub lake_options: LakeOptions,
-    /// How to reach S3.
+    /// How to reach S3 (timeouts and retries included).
     pub store_options: StoreOptions,
+    /// How long connecting to the warehouse may take; `None`: the URL's `connect_timeout`, or
+    /// [`crate::warehouse::DEFAULT_CONNECT_TIMEOUT`] (10 s) when it sets none.
+    pub db_connect_timeout: Option<Duration>,
     /// Files parsed together (one rayon batch).
     pub batch_files: usize,
     /// Bytes parsed together at most (a single larger file still forms its own batch). The
@@ -102,9 +105,19 @@ impl RunConfig {
             load: LoadOptions::default(),
             lake_options: LakeOptions::default(),
             store_options: StoreOptions::from_env(),
+            db_connect_timeout: None,
             batch_files: 64,
             batch_bytes: 8 * 1024 * 1024,
         }
+    }
+
+    /// The warehouse URL with [`RunConfig::db_connect_timeout`] applied.
+    fn warehouse_url(&self) -> Result<DatabaseUrl> {
+        let mut url = DatabaseUrl::parse(&self.database_url)?;
+        if let Some(limit) = self.db_connect_timeout {
+            url.config.connect_timeout(limit);
+        }
+        Ok(url)
     }
 
     fn check(&self) -> Result<()> {
@@ -304,7 +317,7 @@ async fn connect(config: &RunConfig, day: NaiveDate) -> Result<Warehouse> {
     };
     let result = async {
         config.check()?;
-        let mut wh = Warehouse::connect(&config.database_url).await?;
+        let mut wh = Warehouse::connect_with(&config.warehouse_url()?).await?;
         // A database without the schema (or behind this build) is brought up to date; one
         // that is current is only read, so a loader role without DDL rights can run the job.
         if !wh.pending_migrations().await?.is_empty() {
@@ -439,7 +452,7 @@ async fn record(
         return Ok(());
     };
     tracing::warn!(run = run.0, error = %first, "could not close the run record; reconnecting");
-    let fresh = Warehouse::connect(&config.database_url).await?;
+    let fresh = Warehouse::connect_with(&config.warehouse_url()?).await?;
     fresh.finish_run(run, status, counts, phases, text).await?;
     *wh = fresh;
     Ok(())
