@@ -786,35 +786,14 @@ fn check_not_empty(config: &RunConfig, day: NaiveDate, empty: bool, where_: &str
 }
 
 /// Runs `command` with `sh -c`, the failure summary on its standard input and in the
-/// environment variable `D2D_ALERT_SUMMARY`. Waits at most `timeout`; a non-zero exit is an
-/// error.
+/// environment variable `D2D_ALERT_SUMMARY`, in a scrubbed environment and with secrets
+/// redacted from the summary ([`crate::alert::AlertCommand`], which also passes chosen
+/// variables on). Waits at most `timeout`; a non-zero exit is an error.
 pub async fn run_alert_command(command: &str, summary: &str, timeout: Duration) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let fail = |detail: String| Error::Alert {
-        command: command.to_owned(),
-        detail,
-    };
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env("D2D_ALERT_SUMMARY", summary)
-        .stdin(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| fail(format!("cannot start: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A command that ignores its input may close it early: that is not a failure.
-        let _ = stdin.write_all(summary.as_bytes()).await;
-        let _ = stdin.write_all(b"\n").await;
-    }
-    let status = tokio::time::timeout(timeout, child.wait())
+    crate::alert::AlertCommand::new(command)
+        .timeout(timeout)
+        .run(summary)
         .await
-        .map_err(|_| fail(format!("still running after {timeout:?}; killed")))?
-        .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
-    if !status.success() {
-        return Err(fail(format!("exited with {status}")));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

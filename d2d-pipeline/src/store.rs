@@ -165,22 +165,25 @@ impl Store {
 
     /// Opens the store named by `url` with explicit options.
     pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Self> {
+        // Messages quote the URL, and they end up in logs, alerts and `etl.load_run`: never
+        // with a password someone put in it.
+        let shown = crate::alert::redact(url, &[]);
         let backend = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::Config(format!("{url}: S3 URL without a bucket")));
+                return Err(Error::Config(format!("{shown}: S3 URL without a bucket")));
             }
             Backend::S3(S3Store::open(bucket, prefix, options).await?)
         } else if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(Error::Config(format!(
-                    "{url}: a file:// URL needs an absolute path (file:///abs/dir)"
+                    "{shown}: a file:// URL needs an absolute path (file:///abs/dir)"
                 )));
             }
             Backend::Local(LocalStore::new(path))
         } else if url.contains("://") {
             return Err(Error::Config(format!(
-                "{url}: unsupported store URL (use s3://bucket/prefix, file:///dir or a folder path)"
+                "{shown}: unsupported store URL (use s3://bucket/prefix, file:///dir or a folder path)"
             )));
         } else if url.is_empty() {
             return Err(Error::Config("empty store URL".into()));
