@@ -333,12 +333,14 @@ impl S3Store {
             .await
         {
             Ok(_) => Ok(()),
-            // CopyObject has no typed "no such key" error; check the source to say which side
-            // is missing.
-            Err(e) => match src.head(src_key).await {
+            // CopyObject has no typed "no such key" error; when the service refused the copy,
+            // check the source to say which side is missing. Not after a timeout or a broken
+            // connection: asking an unanswering endpoint again would double the wait.
+            Err(e) if e.as_service_error().is_some() => match src.head(src_key).await {
                 Ok(None) => Err(src.not_found(src_key)),
                 _ => Err(self.error("copy", dst_key, e)),
             },
+            Err(e) => Err(self.error("copy", dst_key, e)),
         }
     }
 
@@ -426,6 +428,7 @@ impl S3Store {
             {
                 Ok(())
             }
+            Err(e) if e.as_service_error().is_none() => Err(self.error("create bucket", "", e)),
             Err(e) => {
                 // "Already exists" may still be ours on some servers: usable is what counts.
                 if self
