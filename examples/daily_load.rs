@@ -23,11 +23,16 @@
 //! on stderr (`RUST_LOG` filters them). Re-running a day is safe and gives the same warehouse.
 //! Exit status 0 on success; 1 on failure, with the cause on stderr, the run recorded as
 //! failed, and the alert command (if any) run with the failure summary on its standard input
-//! and in `D2D_ALERT_SUMMARY`. A failure *after* the load was committed (writing the
+//! and in `D2D_ALERT_SUMMARY` (secrets redacted; the command's environment is scrubbed, see
+//! `--alert-env`). A failure *after* the load was committed (writing the
 //! quarantine file, deleting landing files with `--move`) exits 3 and alerts too, but the run
 //! is recorded as `succeeded` with `error` = `quarantine: …` / `cleanup: …`: the load stands,
 //! and re-running the day finishes the work. In a back-fill, the reports of the days that
 //! succeeded are printed before the failure.
+//!
+//! Waits are bounded: an S3 endpoint that never answers fails a request within 56.5 s with the
+//! defaults (`--s3-connect-timeout 3 --s3-read-timeout 8 --s3-attempts 5`), each retry logged
+//! as a warning; PostgreSQL must accept and authenticate within `--db-connect-timeout` (10 s).
 //!
 //! The day comes from `--date`, or `--from`/`--to`; only when none of them is given, from
 //! `D2D_DATE` (so a `D2D_DATE` in the environment never conflicts with a back-fill).
@@ -40,6 +45,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{Parser, ValueEnum};
+use d2d::pipeline::alert::AlertCommand;
 use d2d::pipeline::lake::{DayLayout, LakeOptions};
 use d2d::pipeline::run::{self, Phase, RunConfig, RunEvent, RunReport};
 use d2d::pipeline::store::StoreOptions;
@@ -99,9 +105,36 @@ struct Args {
     #[arg(long, env = "D2D_MAX_REJECT_RATIO", value_name = "RATIO")]
     max_reject_ratio: Option<f64>,
     /// Shell command run on failure, with the failure summary on stdin and in
-    /// D2D_ALERT_SUMMARY.
+    /// D2D_ALERT_SUMMARY (passwords and AWS secrets redacted). Its environment is scrubbed:
+    /// PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ, TMPDIR, TERM, and the
+    /// variables named by --alert-env; never the database URL or AWS credentials otherwise.
     #[arg(long, env = "D2D_ALERT_COMMAND")]
     alert_command: Option<String>,
+    /// Hand this variable of the job's environment to the alert command too (repeat it, or
+    /// a comma-separated list in the environment variable), e.g. a webhook URL, or the AWS
+    /// credentials of an `aws sns publish`.
+    #[arg(
+        long = "alert-env",
+        value_name = "NAME",
+        env = "D2D_ALERT_ENV",
+        value_delimiter = ','
+    )]
+    alert_env: Vec<String>,
+    /// Seconds an S3 connection attempt may take before it is retried.
+    #[arg(long, env = "D2D_S3_CONNECT_TIMEOUT", value_name = "SECS", default_value = "3", value_parser = seconds_arg)]
+    s3_connect_timeout: Duration,
+    /// Seconds an S3 request may wait for an answer once sent (plus one per MiB uploaded),
+    /// or for the next bytes of a response body, before it is retried.
+    #[arg(long, env = "D2D_S3_READ_TIMEOUT", value_name = "SECS", default_value = "8", value_parser = seconds_arg)]
+    s3_read_timeout: Duration,
+    /// Attempts per S3 request, the first included; each retry is logged. With the defaults an
+    /// endpoint that never answers fails a request within 5 × (3 + 8) s + backoff = 56.5 s.
+    #[arg(long, env = "D2D_S3_ATTEMPTS", value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    s3_attempts: u32,
+    /// Seconds connecting to PostgreSQL (TCP, TLS, authentication) may take; default: the
+    /// URL's connect_timeout, else 10.
+    #[arg(long, env = "D2D_DB_CONNECT_TIMEOUT", value_name = "SECS", value_parser = seconds_arg)]
+    db_connect_timeout: Option<Duration>,
     /// Objects read, copied or deleted at once.
     #[arg(long, env = "D2D_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
@@ -203,13 +236,16 @@ async fn run_main() -> ExitCode {
                 // run_day logs its own failures; one that happened before it could is logged here.
                 tracing::error!(error = %e, "run failed");
             }
-            eprintln!("{summary}");
-            if let Some(command) = &args.alert_command {
-                if let Err(alert) =
-                    run::run_alert_command(command, &summary, Duration::from_secs(60)).await
-                {
-                    tracing::error!(error = %alert, "the alert command failed");
-                    eprintln!("daily_load: {alert}");
+            // Redacted here too: stderr ends up in the same logs and mails as the alert.
+            let alert = AlertCommand::new(args.alert_command.clone().unwrap_or_default())
+                .pass_env(args.alert_env.iter().cloned())
+                .database_url(&args.database_url)
+                .timeout(Duration::from_secs(60));
+            eprintln!("{}", alert.redacted(&summary));
+            if args.alert_command.is_some() {
+                if let Err(error) = alert.run(&summary).await {
+                    tracing::error!(error = %error, "the alert command failed");
+                    eprintln!("daily_load: {error}");
                 }
             }
             match e {
@@ -258,9 +294,20 @@ fn config(args: &Args) -> RunConfig {
     };
     config.store_options = StoreOptions {
         s3_endpoint: args.s3_endpoint.clone().filter(|s| !s.trim().is_empty()),
-        ..StoreOptions::default()
+        s3_max_attempts: args.s3_attempts,
+        s3_connect_timeout: args.s3_connect_timeout,
+        s3_read_timeout: args.s3_read_timeout,
     };
+    config.db_connect_timeout = args.db_connect_timeout;
     config
+}
+
+/// A positive number of seconds, fractions allowed (`2`, `0.5`).
+fn seconds_arg(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 fn init_logs(bars: bool) {

@@ -101,6 +101,19 @@ pub enum Error {
         detail: String,
     },
 
+    /// A service accepted the connection (or did not refuse it) but did not answer in time.
+    #[error("{service}: {operation}: no answer within {after:?} ({hint})")]
+    Timeout {
+        /// What was asked, where: `warehouse 127.0.0.1:5432/d2d`.
+        service: String,
+        /// What was being done: `connect`.
+        operation: &'static str,
+        /// The limit that ran out.
+        after: std::time::Duration,
+        /// Which setting sets the limit.
+        hint: &'static str,
+    },
+
     /// TLS for the PostgreSQL connection cannot be set up (bad root certificate, ...).
     #[error("PostgreSQL TLS: {0}")]
     Tls(String),

@@ -4,6 +4,7 @@
 //! warehouse, and the daily run that ties them together. Parsing and every computation come
 //! from `d2d-model`.
 
+pub mod alert;
 pub mod curated;
 pub mod error;
 pub mod lake;

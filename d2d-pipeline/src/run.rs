@@ -62,8 +62,8 @@ use crate::error::{Error, Result};
 use crate::lake::{self, ArchiveAction, ArchivedFile, DayLayout, LakeOptions, Quarantine};
 use crate::store::{CopyMethod, Store, StoreOptions};
 use crate::warehouse::{
-    DayLoad, LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus,
-    Warehouse,
+    DatabaseUrl, DayLoad, LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart,
+    RunStatus, Warehouse,
 };
 use phase_log::PhaseLog;
 
@@ -92,8 +92,11 @@ pub struct RunConfig {
     /// Concurrency of the lake steps (and of reading files to parse), and whether a landing
     /// file rewritten under an archived name may replace the lake's copy.
     pub lake_options: LakeOptions,
-    /// How to reach S3.
+    /// How to reach S3 (timeouts and retries included).
     pub store_options: StoreOptions,
+    /// How long connecting to the warehouse may take; `None`: the URL's `connect_timeout`, or
+    /// [`crate::warehouse::DEFAULT_CONNECT_TIMEOUT`] (10 s) when it sets none.
+    pub db_connect_timeout: Option<Duration>,
     /// Files parsed together (one rayon batch).
     pub batch_files: usize,
     /// Bytes parsed together at most (a single larger file still forms its own batch). The
@@ -124,10 +127,20 @@ impl RunConfig {
             load: LoadOptions::default(),
             lake_options: LakeOptions::default(),
             store_options: StoreOptions::from_env(),
+            db_connect_timeout: None,
             batch_files: 64,
             batch_bytes: 8 * 1024 * 1024,
             max_reject_ratio: None,
         }
+    }
+
+    /// The warehouse URL with [`RunConfig::db_connect_timeout`] applied.
+    fn warehouse_url(&self) -> Result<DatabaseUrl> {
+        let mut url = DatabaseUrl::parse(&self.database_url)?;
+        if let Some(limit) = self.db_connect_timeout {
+            url.config.connect_timeout(limit);
+        }
+        Ok(url)
     }
 
     fn check(&self) -> Result<()> {
@@ -348,7 +361,7 @@ async fn connect(config: &RunConfig, day: NaiveDate) -> Result<Warehouse> {
     };
     let result = async {
         config.check()?;
-        let mut wh = Warehouse::connect(&config.database_url).await?;
+        let mut wh = Warehouse::connect_with(&config.warehouse_url()?).await?;
         // A database without the schema (or behind this build) is brought up to date; one
         // that is current is only read, so a loader role without DDL rights can run the job.
         if !wh.pending_migrations().await?.is_empty() {
@@ -490,7 +503,7 @@ async fn record(
         return Ok(());
     };
     tracing::warn!(run = run.0, error = %first, "could not close the run record; reconnecting");
-    let fresh = Warehouse::connect(&config.database_url).await?;
+    let fresh = Warehouse::connect_with(&config.warehouse_url()?).await?;
     fresh.finish_run(run, status, counts, phases, text).await?;
     *wh = fresh;
     Ok(())
@@ -887,35 +900,14 @@ fn check_not_empty(config: &RunConfig, day: NaiveDate, empty: bool, where_: &str
 }
 
 /// Runs `command` with `sh -c`, the failure summary on its standard input and in the
-/// environment variable `D2D_ALERT_SUMMARY`. Waits at most `timeout`; a non-zero exit is an
-/// error.
+/// environment variable `D2D_ALERT_SUMMARY`, in a scrubbed environment and with secrets
+/// redacted from the summary ([`crate::alert::AlertCommand`], which also passes chosen
+/// variables on). Waits at most `timeout`; a non-zero exit is an error.
 pub async fn run_alert_command(command: &str, summary: &str, timeout: Duration) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let fail = |detail: String| Error::Alert {
-        command: command.to_owned(),
-        detail,
-    };
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env("D2D_ALERT_SUMMARY", summary)
-        .stdin(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| fail(format!("cannot start: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A command that ignores its input may close it early: that is not a failure.
-        let _ = stdin.write_all(summary.as_bytes()).await;
-        let _ = stdin.write_all(b"\n").await;
-    }
-    let status = tokio::time::timeout(timeout, child.wait())
+    crate::alert::AlertCommand::new(command)
+        .timeout(timeout)
+        .run(summary)
         .await
-        .map_err(|_| fail(format!("still running after {timeout:?}; killed")))?
-        .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
-    if !status.success() {
-        return Err(fail(format!("exited with {status}")));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

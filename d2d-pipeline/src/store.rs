@@ -94,6 +94,16 @@ pub enum CopyMethod {
 }
 
 /// Settings for opening stores; [`StoreOptions::from_env`] reads them from the environment.
+///
+/// **Bounded waits.** Every S3 request gives up on an endpoint that does not answer: each
+/// attempt waits at most [`s3_connect_timeout`](Self::s3_connect_timeout) for the connection
+/// and [`s3_read_timeout`](Self::s3_read_timeout) for the response, and a response body that
+/// stops flowing for the read timeout fails too; failed attempts are retried
+/// [`s3_max_attempts`](Self::s3_max_attempts) times in all, each retry logged as a warning
+/// (`retrying S3 request`, naming the endpoint, operation, attempt and cause). With the
+/// defaults (3 s, 8 s, 5 attempts) a request fails after at most
+/// [`StoreOptions::unanswered_bound`] = 56.5 s, and the error names the endpoint, the
+/// operation and the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Endpoint of an S3-compatible server (`http://127.0.0.1:59100`). When set, requests use
@@ -101,21 +111,30 @@ pub struct StoreOptions {
     pub s3_endpoint: Option<String>,
     /// Total attempts per S3 request, first try included (the SDK's *standard* retry mode:
     /// timeouts, connection errors, 5xx and throttling responses are retried with exponential
-    /// backoff and full jitter, between 100 ms and 20 s). `1` disables retries.
+    /// backoff and full jitter, between 100 ms and 20 s; a GET whose body breaks off is asked
+    /// again the same way). `1` disables retries.
     pub s3_max_attempts: u32,
-    /// Fail an S3 connection attempt after this long (then retried as above).
+    /// Fail an S3 connection attempt after this long (then retried as above). Default 3 s.
     pub s3_connect_timeout: Duration,
-    /// Fail an S3 request when the server sends nothing for this long (then retried).
+    /// Fail an S3 attempt when the server has not answered this long after the request was
+    /// sent, or when a response body sends nothing for this long (then retried). An upload
+    /// gets one extra second per MiB of its body, so a large object at a slow but steady pace
+    /// is not cut off. Default 8 s.
     pub s3_read_timeout: Duration,
 }
+
+/// Retries back off exponentially from this...
+pub(crate) const S3_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// ...up to this.
+pub(crate) const S3_MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             s3_endpoint: None,
             s3_max_attempts: 5,
-            s3_connect_timeout: Duration::from_secs(10),
-            s3_read_timeout: Duration::from_secs(60),
+            s3_connect_timeout: Duration::from_secs(3),
+            s3_read_timeout: Duration::from_secs(8),
         }
     }
 }
@@ -131,6 +150,24 @@ impl StoreOptions {
             ..Self::default()
         }
     }
+
+    /// The longest an S3 request (other than an upload) can wait on an endpoint that accepts
+    /// connections slowly or never answers before it fails: every attempt spending its whole
+    /// connect and read timeouts, plus the longest backoffs between them.
+    pub fn unanswered_bound(&self) -> Duration {
+        let attempts = self.s3_max_attempts.max(1);
+        let per_attempt = self.s3_connect_timeout + self.s3_read_timeout;
+        per_attempt * attempts + (1..attempts).map(backoff).sum::<Duration>()
+    }
+}
+
+/// The longest wait before retry number `retry` (1 for the first retry): exponential from
+/// [`S3_INITIAL_BACKOFF`], capped at [`S3_MAX_BACKOFF`]. The SDK waits a random share of it.
+pub(crate) fn backoff(retry: u32) -> Duration {
+    let factor = 2u32.saturating_pow(retry.saturating_sub(1));
+    S3_INITIAL_BACKOFF
+        .saturating_mul(factor)
+        .min(S3_MAX_BACKOFF)
 }
 
 /// An object store: an S3 bucket and prefix, or a local folder. Cheap to clone (shared).
@@ -158,22 +195,25 @@ impl Store {
 
     /// Opens the store named by `url` with explicit options.
     pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Self> {
+        // Messages quote the URL, and they end up in logs, alerts and `etl.load_run`: never
+        // with a password someone put in it.
+        let shown = crate::alert::redact(url, &[]);
         let backend = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::Config(format!("{url}: S3 URL without a bucket")));
+                return Err(Error::Config(format!("{shown}: S3 URL without a bucket")));
             }
             Backend::S3(S3Store::open(bucket, prefix, options).await?)
         } else if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(Error::Config(format!(
-                    "{url}: a file:// URL needs an absolute path (file:///abs/dir)"
+                    "{shown}: a file:// URL needs an absolute path (file:///abs/dir)"
                 )));
             }
             Backend::Local(LocalStore::new(path))
         } else if url.contains("://") {
             return Err(Error::Config(format!(
-                "{url}: unsupported store URL (use s3://bucket/prefix, file:///dir or a folder path)"
+                "{shown}: unsupported store URL (use s3://bucket/prefix, file:///dir or a folder path)"
             )));
         } else if url.is_empty() {
             return Err(Error::Config("empty store URL".into()));
@@ -448,6 +488,25 @@ mod tests {
         ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Issue 8: an endpoint that never answers must fail a request within 60 s by default
+    /// (it took 5 × 60 s before).
+    #[test]
+    fn default_waits_are_bounded_by_a_minute() {
+        let options = StoreOptions::default();
+        assert_eq!(options.unanswered_bound(), Duration::from_millis(56_500));
+        assert!(options.unanswered_bound() < Duration::from_secs(60));
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(30), S3_MAX_BACKOFF);
+        let once = StoreOptions {
+            s3_max_attempts: 1,
+            s3_connect_timeout: Duration::from_secs(1),
+            s3_read_timeout: Duration::from_secs(2),
+            ..options
+        };
+        assert_eq!(once.unanswered_bound(), Duration::from_secs(3));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub use migrate::{Migration, MigrationReport, MIGRATIONS};
 
 use crate::error::{Error, Result};
 
+/// How long connecting to the warehouse may take when the URL sets no `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection to the warehouse.
 pub struct Warehouse {
     client: Client,
@@ -87,6 +90,13 @@ pub struct TableChecksum {
 
 impl Warehouse {
     /// Connects with a libpq URL; TLS as its `sslmode` says (see [`DatabaseUrl`]).
+    ///
+    /// Connecting — TCP, TLS, authentication — takes at most the URL's `connect_timeout`
+    /// (libpq's parameter, in seconds), or [`DEFAULT_CONNECT_TIMEOUT`] when it sets none; a
+    /// server that accepts the connection and never answers fails with [`Error::Timeout`]
+    /// naming it. Statements have no client-side limit (a day's merge may rightly take long);
+    /// the server's `statement_timeout` can be set in the URL
+    /// (`options=-c%20statement_timeout%3D30min`).
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(&DatabaseUrl::parse(url)?).await
     }
@@ -94,26 +104,44 @@ impl Warehouse {
     /// Connects with an already parsed URL.
     pub async fn connect_with(url: &DatabaseUrl) -> Result<Self> {
         let target = describe_target(&url.config);
-        let client = match url.tls()? {
-            None => {
-                let (client, connection) = url
-                    .config
-                    .connect(NoTls)
-                    .await
-                    .map_err(db_error(format!("connect to {target}")))?;
-                spawn_connection(connection);
-                client
-            }
-            Some(tls) => {
-                let (client, connection) = url
-                    .config
-                    .connect(tls)
-                    .await
-                    .map_err(db_error(format!("connect with TLS to {target}")))?;
-                spawn_connection(connection);
-                client
+        let limit = url
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        // tokio-postgres applies `connect_timeout` to the TCP connect alone: a server that
+        // accepts and then stays silent (during TLS, startup or authentication) would keep
+        // the job waiting for ever. The whole handshake gets the limit instead.
+        let mut config = url.config.clone();
+        config.connect_timeout(limit);
+        let connecting = async {
+            match url.tls()? {
+                None => {
+                    let (client, connection) = config
+                        .connect(NoTls)
+                        .await
+                        .map_err(db_error(format!("connect to {target}")))?;
+                    spawn_connection(connection);
+                    Ok(client)
+                }
+                Some(tls) => {
+                    let (client, connection) = config
+                        .connect(tls)
+                        .await
+                        .map_err(db_error(format!("connect with TLS to {target}")))?;
+                    spawn_connection(connection);
+                    Ok(client)
+                }
             }
         };
+        let client = tokio::time::timeout(limit, connecting)
+            .await
+            .map_err(|_| Error::Timeout {
+                service: format!("warehouse {target}"),
+                operation: "connect",
+                after: limit,
+                hint: "connect_timeout in the database URL, or --db-connect-timeout",
+            })??;
         Ok(Self { client })
     }
 

@@ -4,17 +4,26 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::ProvideCredentials;
+use aws_sdk_s3::config::interceptors::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_sdk_s3::config::{
+    ConfigBag, Intercept, ProvideCredentials, RuntimeComponents, StalledStreamProtectionConfig,
+};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, ChecksumMode, CreateBucketConfiguration,
 };
 use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use bytes::Bytes;
 use std::time::Duration;
 
-use super::{ObjectMeta, ObjectReader, StoreOptions};
+use super::{backoff, ObjectMeta, ObjectReader, StoreOptions, S3_INITIAL_BACKOFF, S3_MAX_BACKOFF};
 use crate::error::{Error, Result};
 
 /// What makes two stores "the same S3 service": a `CopyObject` signed for one can read the
@@ -33,6 +42,10 @@ pub(crate) struct S3Store {
     prefix: String,
     url: String,
     service: ServiceId,
+    /// The endpoint requests go to, for messages: the override, or AWS's for the region.
+    endpoint: String,
+    max_attempts: u32,
+    read_timeout: Duration,
 }
 
 impl S3Store {
@@ -44,14 +57,22 @@ impl S3Store {
         let url = format!("s3://{bucket}/{prefix}");
         // Standard mode retries what is transient (timeouts, connection errors, 5xx, throttling)
         // with exponential backoff and full jitter; the bounds are ours, not the SDK's defaults
-        // (3 attempts, 1 s initial), so a busy day survives a longer hiccup.
+        // (3 attempts, 1 s initial), so a busy day survives a longer hiccup while an endpoint
+        // that never answers still fails within `StoreOptions::unanswered_bound`.
+        let max_attempts = options.s3_max_attempts.max(1);
         let retry = RetryConfig::standard()
-            .with_max_attempts(options.s3_max_attempts.max(1))
-            .with_initial_backoff(Duration::from_millis(100))
-            .with_max_backoff(Duration::from_secs(20));
+            .with_max_attempts(max_attempts)
+            .with_initial_backoff(S3_INITIAL_BACKOFF)
+            .with_max_backoff(S3_MAX_BACKOFF);
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(options.s3_connect_timeout)
             .read_timeout(options.s3_read_timeout)
+            .build();
+        // The read timeout ends when the response head arrives; a body that stops flowing is
+        // caught by the SDK's stalled-stream protection, given the same patience (its own
+        // default is 20 s, which would let a stalled body outlast the bound).
+        let stalled = StalledStreamProtectionConfig::enabled()
+            .grace_period(options.s3_read_timeout)
             .build();
         // A server without region (S3-compatible, or a machine with no AWS profile) still
         // needs one for signing.
@@ -60,12 +81,24 @@ impl S3Store {
             .region(region)
             .retry_config(retry)
             .timeout_config(timeouts)
+            .stalled_stream_protection(stalled)
             .load()
             .await;
+        let endpoint = match &options.s3_endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => format!(
+                "AWS S3 in {}",
+                sdk.region()
+                    .map_or("the default region".into(), |r| r.to_string())
+            ),
+        };
         let mut config = aws_sdk_s3::config::Builder::from(&sdk);
         if let Some(endpoint) = &options.s3_endpoint {
             config = config.endpoint_url(endpoint).force_path_style(true);
         }
+        config = config.interceptor(RetryLog {
+            endpoint: endpoint.clone(),
+        });
         // Only used to tell whether two stores share a service; a store without credentials
         // (public buckets) still works, it just never copies server-side.
         let access_key_id = match sdk.credentials_provider() {
@@ -87,6 +120,9 @@ impl S3Store {
             prefix,
             url,
             service,
+            endpoint,
+            max_attempts,
+            read_timeout: options.s3_read_timeout,
         })
     }
 
@@ -117,8 +153,24 @@ impl S3Store {
             url: self.url.clone(),
             key: key.to_owned(),
             op,
-            detail: describe(&err),
+            detail: format!("{} (endpoint {})", describe(&err), self.endpoint),
         }
+    }
+
+    /// The read timeout of an upload of `size` bytes: the plain read timeout counts from the
+    /// request being sent, and sending a large body takes time of its own (one second per
+    /// MiB, a pace any working link beats). A peer that stops reading the body is caught
+    /// sooner, by the stalled-stream protection.
+    fn upload_read_timeout(&self, size: u64) -> Duration {
+        self.read_timeout + Duration::from_secs(size / (1024 * 1024))
+    }
+
+    fn upload_config(&self, size: u64) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .read_timeout(self.upload_read_timeout(size))
+                .build(),
+        )
     }
 
     fn not_found(&self, key: &str) -> Error {
@@ -175,17 +227,42 @@ impl S3Store {
         }
     }
 
+    /// The whole object. The SDK retries a request that fails before its response; a body
+    /// that breaks off after it (connection reset, truncated, stalled) is asked for again
+    /// here, the same number of times and with the same backoff, each retry logged.
     pub(crate) async fn get(&self, key: &str) -> Result<Bytes> {
-        let body = self.get_object(key).await?;
-        body.collect()
-            .await
-            .map(|b| b.into_bytes())
-            .map_err(|e| Error::S3 {
-                url: self.url.clone(),
-                key: key.to_owned(),
-                op: "get",
-                detail: chain(&e),
-            })
+        let mut attempt = 1;
+        loop {
+            let body = self.get_object(key).await?;
+            let cause = match body.collect().await {
+                Ok(bytes) => return Ok(bytes.into_bytes()),
+                Err(e) => chain(&e),
+            };
+            if attempt >= self.max_attempts {
+                return Err(Error::S3 {
+                    url: self.url.clone(),
+                    key: key.to_owned(),
+                    op: "get",
+                    detail: format!(
+                        "reading the body failed {attempt} times, last: {cause} (endpoint {})",
+                        self.endpoint
+                    ),
+                });
+            }
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                operation = "GetObject (body)",
+                request = %format!("GET {}{key}", self.url),
+                attempt = attempt + 1,
+                max_attempts = self.max_attempts,
+                cause = %cause,
+                "retrying S3 request"
+            );
+            // Half the longest backoff: the SDK waits a random share of it, this waits
+            // alike on average, without a random source of its own.
+            tokio::time::sleep(backoff(attempt) / 2).await;
+            attempt += 1;
+        }
     }
 
     pub(crate) async fn get_reader(&self, key: &str) -> Result<ObjectReader> {
@@ -195,6 +272,7 @@ impl S3Store {
 
     pub(crate) async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
         let full = self.full_key(key)?;
+        let size = bytes.len() as u64;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -203,6 +281,8 @@ impl S3Store {
             // S3 checks the body against the SHA-256 the SDK sends and keeps it, so a later
             // `stored_sha256` verifies the object without reading it back.
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .customize()
+            .config_override(self.upload_config(size))
             .send()
             .await
             .map_err(|e| self.error("put", key, e))?;
@@ -217,12 +297,15 @@ impl S3Store {
             op: "put",
             detail: format!("cannot read {}: {}", path.display(), chain(&e)),
         })?;
+        let size = body.size_hint().1.unwrap_or(0);
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(full)
             .body(body)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .customize()
+            .config_override(self.upload_config(size))
             .send()
             .await
             .map_err(|e| self.error("put", key, e))?;
@@ -250,12 +333,14 @@ impl S3Store {
             .await
         {
             Ok(_) => Ok(()),
-            // CopyObject has no typed "no such key" error; check the source to say which side
-            // is missing.
-            Err(e) => match src.head(src_key).await {
+            // CopyObject has no typed "no such key" error; when the service refused the copy,
+            // check the source to say which side is missing. Not after a timeout or a broken
+            // connection: asking an unanswering endpoint again would double the wait.
+            Err(e) if e.as_service_error().is_some() => match src.head(src_key).await {
                 Ok(None) => Err(src.not_found(src_key)),
                 _ => Err(self.error("copy", dst_key, e)),
             },
+            Err(e) => Err(self.error("copy", dst_key, e)),
         }
     }
 
@@ -343,6 +428,7 @@ impl S3Store {
             {
                 Ok(())
             }
+            Err(e) if e.as_service_error().is_none() => Err(self.error("create bucket", "", e)),
             Err(e) => {
                 // "Already exists" may still be ours on some servers: usable is what counts.
                 if self
@@ -359,6 +445,69 @@ impl S3Store {
                 }
             }
         }
+    }
+}
+
+/// Logs one warning per retry of an S3 request — the endpoint, the operation and request, the
+/// attempt, and why the one before failed — where the SDK would retry silently (the issue: a
+/// silent endpoint kept the job waiting for minutes without a line).
+#[derive(Debug)]
+struct RetryLog {
+    endpoint: String,
+}
+
+/// Why the last attempt of a request failed, kept in the request's config bag until the retry.
+#[derive(Debug, Clone)]
+struct LastFailure(String);
+
+impl Storable for LastFailure {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for RetryLog {
+    fn name(&self) -> &'static str {
+        "d2d::RetryLog"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Err(error)) = context.output_or_error() {
+            let cause = match context.response() {
+                Some(response) => format!("HTTP {}: {}", response.status().as_u16(), chain(error)),
+                None => chain(error),
+            };
+            cfg.interceptor_state().store_put(LastFailure(cause));
+        }
+        Ok(())
+    }
+
+    // Before transmitting rather than before the attempt: the request then has its endpoint
+    // and bucket resolved, so the log names the whole URL.
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
+        if attempt < 2 {
+            return Ok(());
+        }
+        let request = context.request();
+        tracing::warn!(
+            endpoint = %self.endpoint,
+            operation = cfg.load::<Metadata>().map_or("request", |m| m.name()),
+            request = %format!("{} {}", request.method(), request.uri()),
+            attempt,
+            max_attempts = cfg.load::<RetryConfig>().map_or(0, |r| r.max_attempts()),
+            cause = cfg.load::<LastFailure>().map_or("unknown", |f| f.0.as_str()),
+            "retrying S3 request"
+        );
+        Ok(())
     }
 }
 
