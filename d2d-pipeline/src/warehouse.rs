@@ -117,18 +117,16 @@ impl Warehouse {
         let connecting = async {
             match url.tls()? {
                 None => {
-                    let (client, connection) = config
-                        .connect(NoTls)
-                        .await
-                        .map_err(db_error(format!("connect to {target}")))?;
+                    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+                        db_error(connect_context(url, &e, "connect to", &target))(e)
+                    })?;
                     spawn_connection(connection);
                     Ok(client)
                 }
                 Some(tls) => {
-                    let (client, connection) = config
-                        .connect(tls)
-                        .await
-                        .map_err(db_error(format!("connect with TLS to {target}")))?;
+                    let (client, connection) = config.connect(tls).await.map_err(|e| {
+                        db_error(connect_context(url, &e, "connect with TLS to", &target))(e)
+                    })?;
                     spawn_connection(connection);
                     Ok(client)
                 }
@@ -254,6 +252,19 @@ where
             tracing::warn!(error = %describe(&e), "PostgreSQL connection closed with an error");
         }
     });
+}
+
+/// "connect to host:port/db", and why it failed when the TLS settings explain it.
+fn connect_context(
+    url: &DatabaseUrl,
+    error: &tokio_postgres::Error,
+    doing: &str,
+    target: &str,
+) -> String {
+    match url.explain_failure(error) {
+        Some(why) => format!("{doing} {target}: {why}"),
+        None => format!("{doing} {target}"),
+    }
 }
 
 /// `host:port/db` for messages; never the password.

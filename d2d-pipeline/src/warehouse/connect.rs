@@ -15,6 +15,11 @@
 //! Certificates are checked against `sslrootcert` (a PEM file, e.g. the provider's CA bundle
 //! for a managed database) or, without it, against the Mozilla roots bundled by `webpki-roots`.
 //! TLS is rustls (pure Rust, aws-lc-rs crypto).
+//!
+//! A refused connection says why, when TLS is the cause: the server's certificate not signed by
+//! a CA of `sslrootcert`, not valid for the host name, expired; or a server that accepts only TLS
+//! (`hostssl`) asked for a plain connection. `tests/tls.rs` (at the workspace root) checks each
+//! against a real TLS-only PostgreSQL.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -179,6 +184,59 @@ impl DatabaseUrl {
         Ok(Some(MakeRustlsConnect::new(config)))
     }
 
+    /// Why a connection with this URL failed, in words, when the cause is the TLS setting on
+    /// either side: the certificate not signed by a trusted CA, not valid for the host name,
+    /// expired, or a server that takes connections over TLS only. `None` otherwise (the
+    /// driver's and the server's own messages then say it).
+    pub(crate) fn explain_failure(&self, error: &tokio_postgres::Error) -> Option<String> {
+        if let Some(db) = error.as_db_error() {
+            let tls_only = db.code()
+                == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && db.message().contains("no encryption");
+            return (tls_only && self.ssl_mode == SslMode::Disable).then(|| {
+                "the server accepts this connection only over TLS; set sslmode=verify-full \
+                 (with sslrootcert=<its CA>) in the database URL"
+                    .to_owned()
+            });
+        }
+        let rustls::Error::InvalidCertificate(cert) = find_rustls_error(error)? else {
+            return None;
+        };
+        let trusted = match &self.root_cert {
+            Some(path) => format!("sslrootcert {}", path.display()),
+            None => "the bundled Mozilla roots (name the server's CA with sslrootcert=)".to_owned(),
+        };
+        Some(match cert {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                format!("the server's certificate is not signed by a CA of {trusted}")
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!(
+                    "the server's certificate is not valid for the host name {} \
+                     (sslmode=verify-full checks it; connect by a name the certificate lists)",
+                    self.host_name()
+                )
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired".to_owned()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet (check the clocks)".to_owned()
+            }
+            other => format!("the server's certificate was refused: {other:?}"),
+        })
+    }
+
+    /// The host name TLS checks the certificate against (the URL's first host).
+    fn host_name(&self) -> String {
+        match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => format!("{h:?}"),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => format!("{:?}", p.display().to_string()),
+            None => "\"localhost\"".to_owned(),
+        }
+    }
+
     fn roots(&self) -> Result<RootCertStore> {
         let mut roots = RootCertStore::empty();
         match &self.root_cert {
@@ -196,6 +254,26 @@ impl DatabaseUrl {
         }
         Ok(roots)
     }
+}
+
+/// The rustls error behind a failed TLS handshake. The driver wraps it in an `io::Error`, whose
+/// `source()` skips it, so each `io::Error` of the chain is opened by hand.
+fn find_rustls_error(error: &tokio_postgres::Error) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(found) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
 }
 
 fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
