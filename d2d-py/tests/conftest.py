@@ -75,15 +75,15 @@ def sample_rows(landing_files: list[Path]) -> list[dict]:
                         "source": str(path),
                         "line": number,
                         "kind": f"{obj['on']}.{obj['event']}",
-                        "at": utc(obj["at"]),
+                        "event_at": utc(obj["at"]),
                         "organization_id": obj["organization_id"],
                         "vehicle_id": data["id"] if is_vehicle else None,
                         "lat": loc.get("lat"),
                         "lng": loc.get("lng"),
                         "location_at": utc(loc["at"]) if loc.get("at") else None,
-                        "period_id": None if is_vehicle else data["id"],
-                        "start": None if is_vehicle else utc(data["start"]),
-                        "finish": None if is_vehicle else utc(data["finish"]),
+                        "operating_period_id": None if is_vehicle else data["id"],
+                        "start_at": None if is_vehicle else utc(data["start"]),
+                        "finish_at": None if is_vehicle else utc(data["finish"]),
                     }
                 )
     return rows
