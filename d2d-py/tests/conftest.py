@@ -87,3 +87,14 @@ def sample_rows(landing_files: list[Path]) -> list[dict]:
                     }
                 )
     return rows
+
+
+def day_copy(data: bytes, k: int) -> bytes:
+    """The sample bytes with the organisation renamed, so no event repeats another copy's."""
+    return data.replace(b'"organization_id":"org-id"', b'"organization_id":"org-%d"' % k)
+
+
+@pytest.fixture(scope="session")
+def sample_bytes(landing_files: list[Path]) -> bytes:
+    """The whole sample day as one NDJSON buffer (7.8 MB)."""
+    return b"".join(p.read_bytes() for p in landing_files)
