@@ -188,7 +188,7 @@ fn landing_order(names: Vec<String>, only_event_files: bool) -> (Vec<String>, Ve
 
 /// Parses one NDJSON line into an ``Event``; raises ``ParseError`` if it is not a valid event.
 ///
-/// A trailing ``\\n`` or ``\\r\\n`` is ignored. ``source`` and ``line`` only label the error.
+/// A trailing ``\n`` or ``\r\n`` is ignored. ``source`` and ``line`` only label the error.
 #[pyfunction]
 #[pyo3(signature = (raw, *, source = "<line>", line = 1))]
 fn parse_line(raw: &Bound<'_, PyAny>, source: &str, line: u64) -> PyResult<event::Event> {
@@ -219,7 +219,7 @@ fn parse_line(raw: &Bound<'_, PyAny>, source: &str, line: u64) -> PyResult<event
         })
 }
 
-/// The native half of the `d2d` package; import `d2d`, not this.
+/// The native half of the ``d2d`` package; import ``d2d``, not this.
 #[pymodule]
 fn _d2d(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
