@@ -1,7 +1,8 @@
 """distances and data_check stream: their peak memory does not follow the input's size.
 
-Each measurement runs in a fresh Python process and reads the growth of its peak RSS
-(``ru_maxrss``, which sees Rust's allocations) over the RSS after imports and a warm-up. The
+Each measurement runs in a fresh Python process and reads the growth of its peak RSS (VmHWM,
+which sees Rust's allocations; not ``ru_maxrss``, which Linux carries over from the forking
+parent, here pytest) over the peak after imports and a warm-up. The
 day is read from files, so the input itself is never in memory; each copy renames the
 organisation, so every event is distinct. What may grow is only what the answer needs: a
 16-byte fingerprint per distinct event (data_check) or a 32-byte fix per update (distances),
@@ -19,13 +20,17 @@ import pytest
 from conftest import day_copy
 
 SCRIPT = """
-import resource, sys, d2d
+import re, sys, d2d
+
+def peak():
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) * 1024
+
 call, folder, warm = sys.argv[1], sys.argv[2], sys.argv[3]
 getattr(d2d, call)(warm)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
 getattr(d2d, call)(folder)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) * 1024)
+print(peak() - before)
 """
 
 
