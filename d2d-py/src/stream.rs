@@ -32,7 +32,7 @@ use crate::inputs::{Feed, PIECE};
 /// Work per batch the loop aims at: well under the 100 ms within which Ctrl-C must act.
 pub const TARGET: Duration = Duration::from_millis(40);
 /// Input bytes of the first batch, before any measurement.
-const FIRST_BATCH: usize = 4 * PIECE;
+const FIRST_BATCH: usize = 2 * PIECE;
 /// Bounds of a batch's input bytes: at least one piece, and at most a few MiB so that a
 /// batch's bytes and parsed events stay small next to what the call keeps.
 const MIN_BATCH: usize = PIECE;
