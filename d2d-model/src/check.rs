@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::event::EventKind;
+use crate::event::{Event, EventKind, PeriodId, VehicleId};
 use crate::parse::Parsed;
 
 /// The headline counts. Always `lines == events + duplicates + rejects`, and `by_kind` sums
@@ -91,67 +91,122 @@ fn named<T>(pairs: Vec<(&str, Option<Range<T>>)>) -> BTreeMap<String, Range<T>> 
 /// assert_eq!(prof.missing["data.location"], 1);
 /// ```
 pub fn profile(parsed: &Parsed, files: u64) -> Profile {
-    let mut by_kind: BTreeMap<String, u64> = EventKind::NAMES
-        .iter()
-        .map(|k| ((*k).to_owned(), 0))
-        .collect();
-    let mut kind_counts = [0u64; EventKind::NAMES.len()];
-    let mut vehicles = BTreeSet::new();
-    let mut periods = BTreeSet::new();
-    let mut missing_location = 0u64;
-    let (mut at, mut loc_at, mut start, mut finish) = (None, None, None, None);
-    let (mut lat, mut lng) = (None, None);
+    let mut profiler = Profiler::new();
+    profiler.add(parsed);
+    profiler.finish(files)
+}
 
-    for record in &parsed.events {
-        let e = &record.event;
-        kind_counts[e.kind.index()] += 1;
-        Range::widen(&mut at, e.at);
+/// A [`Profile`] built batch by batch, for inputs too large to hold as one [`Parsed`]: feed
+/// it the parses in input order, each already de-duplicated against the batches before it,
+/// and [`Profiler::finish`] gives what [`profile`] gives on their merge. It keeps counts,
+/// ranges and the distinct vehicle and period ids, nothing per event.
+///
+/// ```
+/// use d2d_model::check::{profile, Profiler};
+/// use d2d_model::parse::{parse_bytes, Parsed};
+/// let a = parse_bytes("a", br#"{"event":"register","on":"vehicle","at":"2019-06-01T18:17:04Z","data":{"id":"v1"},"organization_id":"o"}"#);
+/// let b = parse_bytes("b", b"oops");
+/// let mut profiler = Profiler::new();
+/// profiler.add(&a);
+/// profiler.add(&b);
+/// assert_eq!(profiler.finish(2), profile(&Parsed::merge([a, b]), 2));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Profiler {
+    lines: u64,
+    events: u64,
+    duplicates: u64,
+    kind_counts: [u64; EventKind::NAMES.len()],
+    reject_reasons: BTreeMap<String, u64>,
+    vehicles: BTreeSet<VehicleId>,
+    periods: BTreeSet<PeriodId>,
+    missing_location: u64,
+    at: Option<Range<DateTime<Utc>>>,
+    loc_at: Option<Range<DateTime<Utc>>>,
+    start: Option<Range<DateTime<Utc>>>,
+    finish: Option<Range<DateTime<Utc>>>,
+    lat: Option<Range<f64>>,
+    lng: Option<Range<f64>>,
+}
+
+impl Profiler {
+    /// An empty profiler.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one batch: its lines, duplicates, events and rejects.
+    pub fn add(&mut self, parsed: &Parsed) {
+        self.lines += parsed.lines;
+        self.duplicates += parsed.duplicates;
+        for record in &parsed.events {
+            self.add_event(&record.event);
+        }
+        for r in &parsed.rejects {
+            *self
+                .reject_reasons
+                .entry(r.reason.code().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+
+    fn add_event(&mut self, e: &Event) {
+        self.events += 1;
+        self.kind_counts[e.kind.index()] += 1;
+        Range::widen(&mut self.at, e.at);
         if let Some(v) = e.kind.vehicle() {
-            vehicles.insert(v);
+            if !self.vehicles.contains(v) {
+                self.vehicles.insert(v.clone());
+            }
             match e.kind.location() {
                 Some(l) => {
-                    Range::widen(&mut loc_at, l.at);
-                    Range::widen(&mut lat, l.position.lat());
-                    Range::widen(&mut lng, l.position.lng());
+                    Range::widen(&mut self.loc_at, l.at);
+                    Range::widen(&mut self.lat, l.position.lat());
+                    Range::widen(&mut self.lng, l.position.lng());
                 }
-                None => missing_location += 1,
+                None => self.missing_location += 1,
             }
         }
         if let Some(p) = e.kind.period() {
-            periods.insert(p.id());
-            Range::widen(&mut start, p.start());
-            Range::widen(&mut finish, p.finish());
+            if !self.periods.contains(p.id()) {
+                self.periods.insert(p.id().clone());
+            }
+            Range::widen(&mut self.start, p.start());
+            Range::widen(&mut self.finish, p.finish());
         }
     }
-    for (name, n) in EventKind::NAMES.iter().zip(kind_counts) {
-        by_kind.insert((*name).to_owned(), n);
-    }
-    let mut reject_reasons = BTreeMap::new();
-    for r in &parsed.rejects {
-        *reject_reasons
-            .entry(r.reason.code().to_owned())
-            .or_insert(0) += 1;
-    }
-    Profile {
-        counts: Counts {
-            files,
-            lines: parsed.lines,
-            events: parsed.events.len() as u64,
-            rejects: parsed.rejects.len() as u64,
-            duplicates: parsed.duplicates,
-            by_kind,
-            reject_reasons,
-            vehicles: vehicles.len() as u64,
-            periods: periods.len() as u64,
-        },
-        missing: BTreeMap::from([("data.location".to_owned(), missing_location)]),
-        time_ranges: named(vec![
-            ("at", at),
-            ("data.location.at", loc_at),
-            ("data.start", start),
-            ("data.finish", finish),
-        ]),
-        coordinate_ranges: named(vec![("data.location.lat", lat), ("data.location.lng", lng)]),
+
+    /// The profile of everything added, read from `files` sources.
+    pub fn finish(self, files: u64) -> Profile {
+        let by_kind = EventKind::NAMES
+            .iter()
+            .zip(self.kind_counts)
+            .map(|(name, n)| ((*name).to_owned(), n))
+            .collect();
+        Profile {
+            counts: Counts {
+                files,
+                lines: self.lines,
+                events: self.events,
+                rejects: self.reject_reasons.values().sum(),
+                duplicates: self.duplicates,
+                by_kind,
+                reject_reasons: self.reject_reasons,
+                vehicles: self.vehicles.len() as u64,
+                periods: self.periods.len() as u64,
+            },
+            missing: BTreeMap::from([("data.location".to_owned(), self.missing_location)]),
+            time_ranges: named(vec![
+                ("at", self.at),
+                ("data.location.at", self.loc_at),
+                ("data.start", self.start),
+                ("data.finish", self.finish),
+            ]),
+            coordinate_ranges: named(vec![
+                ("data.location.lat", self.lat),
+                ("data.location.lng", self.lng),
+            ]),
+        }
     }
 }
 
@@ -187,5 +242,34 @@ mod tests {
             "2019-06-01T17:59:59+00:00"
         );
         assert!(!p.time_ranges.contains_key("nothing"));
+    }
+
+    #[test]
+    fn a_profiler_fed_in_batches_equals_the_profile_of_the_whole() {
+        let lines = [
+            r#"{"event":"update","on":"vehicle","at":"2019-06-01T18:00:00Z","data":{"id":"a","location":{"lat":1.5,"lng":-2,"at":"2019-06-01T17:59:59Z"}},"organization_id":"o"}"#,
+            r#"{"event":"create","on":"operating_period","at":"2019-06-01T18:00:00Z","data":{"id":"p","start":"2019-06-01T18:00:00Z","finish":"2019-06-01T19:00:00Z"},"organization_id":"o"}"#,
+            "[]",
+            r#"{"event":"register","on":"vehicle","at":"2019-06-01T17:00:00Z","data":{"id":"b"},"organization_id":"o"}"#,
+            r#"{"event":"update","on":"vehicle","at":"2019-06-01T18:00:09Z","data":{"id":"a","location":{"lat":-7,"lng":3,"at":"2019-06-01T18:00:09Z"}},"organization_id":"o"}"#,
+            "{",
+        ];
+        let parts: Vec<Parsed> = lines
+            .chunks(2)
+            .enumerate()
+            .map(|(i, c)| parse_bytes(&format!("f{i}"), c.join("\n").as_bytes()))
+            .collect();
+        let mut profiler = Profiler::new();
+        for p in &parts {
+            profiler.add(p);
+        }
+        let whole = profile(&Parsed::merge(parts), 3);
+        assert_eq!(profiler.finish(3), whole);
+        assert_eq!(whole.counts.vehicles, 2);
+        assert_eq!(whole.counts.rejects, 2);
+        assert_eq!(
+            whole.time_ranges["at"].min.to_rfc3339(),
+            "2019-06-01T17:00:00+00:00"
+        );
     }
 }

@@ -68,6 +68,22 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every code [`RejectReason::code`] can return, in a stable order: the categories of a
+    /// reject table, so that a count by code lists the codes that did not occur too.
+    pub const CODES: [&'static str; 11] = [
+        "invalid_utf8",
+        "invalid_json",
+        "not_an_object",
+        "invalid_type",
+        "duplicate_field",
+        "missing_field",
+        "unknown_kind",
+        "invalid_id",
+        "invalid_coordinate",
+        "finish_before_start",
+        "invalid_timestamp",
+    ];
+
     /// A short, stable code for counting rejects by kind (`missing_field`, `invalid_json`, ...).
     pub fn code(&self) -> &'static str {
         match self {
@@ -176,5 +192,51 @@ mod tests {
         );
         assert_eq!(r.reason.code(), "invalid_coordinate");
         assert_eq!(r.reason.field(), Some("data.location.lat"));
+    }
+
+    #[test]
+    fn codes_lists_every_code_once() {
+        use crate::time::TimestampError;
+        use chrono::DateTime;
+        let every = [
+            RejectReason::InvalidUtf8 { valid_up_to: 0 },
+            RejectReason::InvalidJson { detail: "x".into() },
+            RejectReason::NotAnObject,
+            RejectReason::InvalidType {
+                field: "at".into(),
+                detail: "x".into(),
+            },
+            RejectReason::DuplicateField {
+                field: "data".into(),
+                detail: "x".into(),
+            },
+            RejectReason::MissingField { field: "at" },
+            RejectReason::UnknownKind {
+                on: "a".into(),
+                event: "b".into(),
+            },
+            RejectReason::InvalidValue {
+                field: "data.id",
+                error: InvalidValue::Id(String::new()),
+            },
+            RejectReason::InvalidValue {
+                field: "data.location.lat",
+                error: InvalidValue::NonFinite { value: f64::NAN },
+            },
+            RejectReason::InvalidValue {
+                field: "data.finish",
+                error: InvalidValue::FinishBeforeStart {
+                    start: DateTime::UNIX_EPOCH,
+                    finish: DateTime::UNIX_EPOCH,
+                },
+            },
+            RejectReason::InvalidTimestamp {
+                field: "at",
+                value: "x".into(),
+                error: TimestampError::Shape,
+            },
+        ];
+        let codes: Vec<&str> = every.iter().map(RejectReason::code).collect();
+        assert_eq!(codes, RejectReason::CODES);
     }
 }

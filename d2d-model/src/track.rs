@@ -13,22 +13,57 @@ pub type Tracks = BTreeMap<VehicleId, Vec<Location>>;
 /// the same in SQL; identical fixes (same time and place) are kept once. Register/deregister
 /// positions are not part of a track: the distance definition uses updates only.
 pub fn tracks<'a>(events: impl IntoIterator<Item = &'a Event>) -> Tracks {
-    let mut out = Tracks::new();
+    let mut builder = TrackBuilder::new();
     for event in events {
+        builder.add(event);
+    }
+    builder.finish()
+}
+
+/// [`tracks`] built event by event, for inputs too large to hold as events: it keeps only
+/// each vehicle's fixes (a [`Location`] each) and orders them in [`TrackBuilder::finish`].
+///
+/// ```
+/// use d2d_model::{parse::parse_bytes, track::{tracks, TrackBuilder}};
+/// let p = parse_bytes("f", br#"{"event":"update","on":"vehicle","at":"2019-06-01T18:00:00Z","data":{"id":"v","location":{"lat":1,"lng":2,"at":"2019-06-01T18:00:00Z"}},"organization_id":"o"}"#);
+/// let mut builder = TrackBuilder::new();
+/// for r in &p.events {
+///     builder.add(&r.event);
+/// }
+/// assert_eq!(builder.finish(), tracks(p.events.iter().map(|r| &r.event)));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TrackBuilder {
+    fixes: Tracks,
+}
+
+impl TrackBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the fix of `event` if it is an `update`; other events are ignored.
+    pub fn add(&mut self, event: &Event) {
         if let EventKind::VehicleUpdate { vehicle, location } = &event.kind {
-            match out.get_mut(vehicle) {
+            match self.fixes.get_mut(vehicle) {
                 Some(fixes) => fixes.push(*location),
                 None => {
-                    out.insert(vehicle.clone(), vec![*location]);
+                    self.fixes.insert(vehicle.clone(), vec![*location]);
                 }
             }
         }
     }
-    for fixes in out.values_mut() {
-        fixes.sort_by(fix_order);
-        fixes.dedup();
+
+    /// The tracks: each vehicle's fixes sorted and de-duplicated.
+    pub fn finish(mut self) -> Tracks {
+        for fixes in self.fixes.values_mut() {
+            fixes.sort_by(fix_order);
+            fixes.dedup();
+            fixes.shrink_to_fit();
+        }
+        self.fixes
     }
-    out
 }
 
 /// The total order of fixes in a track: time, then latitude, then longitude.

@@ -8,11 +8,12 @@
 //! ±290,000 years, where nanoseconds would overflow in 2262. The feed writes milliseconds.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use d2d_model::distance::PeriodDistance;
 use d2d_model::event::EventKind;
-use d2d_model::{Record, Reject};
+use d2d_model::{Record, Reject, RejectReason};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -69,6 +70,10 @@ impl Fixed {
         }
     }
 
+    fn empty(type_name: &'static str) -> Self {
+        Self::new(type_name, 0)
+    }
+
     fn push_i64(&mut self, v: Option<i64>) {
         self.values
             .extend_from_slice(&v.unwrap_or_default().to_ne_bytes());
@@ -86,43 +91,24 @@ impl Fixed {
     }
 }
 
-/// Variable-length strings or binaries, nullable. Sized up front from the total length, so
-/// the offsets are written at their final width: Arrow's 32-bit `string`/`binary` when the
-/// data fits, `large_*` (64-bit) beyond 2 GiB.
+/// Variable-length strings or binaries, nullable, built row by row. Offsets are kept as
+/// 64-bit while building and written at their final width when the column crosses into Python:
+/// Arrow's 32-bit `string`/`binary` when the data fits, `large_*` (64-bit) beyond 2 GiB.
 #[derive(Debug)]
 pub struct Varlen {
     binary: bool,
-    large: bool,
-    offsets: Vec<u8>,
+    offsets: Vec<i64>,
     data: Vec<u8>,
     validity: Validity,
 }
 
 impl Varlen {
-    fn new(binary: bool, rows: usize, total: usize) -> Self {
-        Self::with_width(binary, rows, total, i32::try_from(total).is_err())
-    }
-
-    fn with_width(binary: bool, rows: usize, total: usize, large: bool) -> Self {
-        let width = if large { 8 } else { 4 };
-        let mut c = Self {
+    fn new(binary: bool) -> Self {
+        Self {
             binary,
-            large,
-            offsets: Vec::with_capacity((rows + 1) * width),
-            data: Vec::with_capacity(total),
-            validity: Validity::with_capacity(rows),
-        };
-        c.push_offset();
-        c
-    }
-
-    fn push_offset(&mut self) {
-        let end = self.data.len();
-        if self.large {
-            self.offsets.extend_from_slice(&(end as i64).to_ne_bytes());
-        } else {
-            // `new` chose 32 bits because the total fits.
-            self.offsets.extend_from_slice(&(end as i32).to_ne_bytes());
+            offsets: vec![0],
+            data: Vec::new(),
+            validity: Validity::default(),
         }
     }
 
@@ -130,32 +116,35 @@ impl Varlen {
         if let Some(v) = v {
             self.data.extend_from_slice(v);
         }
-        self.push_offset();
+        self.offsets.push(self.data.len() as i64);
         self.validity.push(v.is_some());
     }
 
+    fn large(&self) -> bool {
+        i32::try_from(self.data.len()).is_err()
+    }
+
     fn type_name(&self) -> &'static str {
-        match (self.binary, self.large) {
+        match (self.binary, self.large()) {
             (false, false) => "string",
             (false, true) => "large_string",
             (true, false) => "binary",
             (true, true) => "large_binary",
         }
     }
-}
 
-/// A `Varlen` for the strings `f` picks from `items`, sized by a first pass over them.
-fn varlen<'a, T: 'a>(
-    binary: bool,
-    items: &'a [T],
-    f: impl Fn(&'a T) -> Option<&'a [u8]>,
-) -> Varlen {
-    let total = items.iter().filter_map(&f).map(<[u8]>::len).sum();
-    let mut c = Varlen::new(binary, items.len(), total);
-    for item in items {
-        c.push(f(item));
+    /// The offsets in Arrow's layout: 32-bit when the data fits, else 64-bit.
+    fn offset_bytes(&self) -> Vec<u8> {
+        if self.large() {
+            self.offsets.iter().flat_map(|o| o.to_ne_bytes()).collect()
+        } else {
+            // Every offset is at most the data's length, which fits.
+            self.offsets
+                .iter()
+                .flat_map(|&o| (o as i32).to_ne_bytes())
+                .collect()
+        }
     }
-    c
 }
 
 /// Dictionary-encoded strings (`int32` indices), for low-cardinality labels such as the
@@ -248,7 +237,7 @@ impl Column {
                 .into_any(),
             Column::Varlen(c) => (
                 c.type_name(),
-                PyBytes::new(py, &c.offsets),
+                PyBytes::new(py, &c.offset_bytes()),
                 PyBytes::new(py, &c.data),
                 c.validity.to_py(py),
                 c.validity.nulls,
@@ -288,116 +277,195 @@ impl Table {
     }
 }
 
-/// Events flattened to one row each: `source, line, kind, at, organization_id, vehicle_id,
-/// lat, lng, location_at, period_id, start, finish`.
-pub fn events(records: &[Record]) -> Table {
-    let n = records.len();
-    let mut source = Dictionary::with_capacity(n);
-    let mut line = Fixed::new("int64", n);
-    let mut kind = Dictionary::with_values(&EventKind::NAMES, n);
-    let mut at = Fixed::new("timestamp", n);
-    let mut organization = Dictionary::with_capacity(n);
-    let (mut lat, mut lng) = (Fixed::new("float64", n), Fixed::new("float64", n));
-    let mut location_at = Fixed::new("timestamp", n);
-    let (mut start, mut finish) = (Fixed::new("timestamp", n), Fixed::new("timestamp", n));
-    let mut last_source: Option<(&str, i32)> = None;
-    for r in records {
+/// Events flattened to one row each, built batch by batch: `source, line, kind, event_at,
+/// organization_id, vehicle_id, lat, lng, location_at, operating_period_id, start_at,
+/// finish_at` (the warehouse's column names, see `d2d-pipeline/SCHEMA.md`).
+#[derive(Debug)]
+pub struct EventColumns {
+    rows: usize,
+    source: Dictionary,
+    last_source: Option<(Arc<str>, i32)>,
+    line: Fixed,
+    kind: Dictionary,
+    at: Fixed,
+    organization: Dictionary,
+    vehicle: Varlen,
+    lat: Fixed,
+    lng: Fixed,
+    location_at: Fixed,
+    period: Varlen,
+    start: Fixed,
+    finish: Fixed,
+}
+
+impl Default for EventColumns {
+    fn default() -> Self {
+        Self {
+            rows: 0,
+            source: Dictionary::default(),
+            last_source: None,
+            line: Fixed::empty("int64"),
+            kind: Dictionary::with_values(&EventKind::NAMES, 0),
+            at: Fixed::empty("timestamp"),
+            organization: Dictionary::default(),
+            vehicle: Varlen::new(false),
+            lat: Fixed::empty("float64"),
+            lng: Fixed::empty("float64"),
+            location_at: Fixed::empty("timestamp"),
+            period: Varlen::new(false),
+            start: Fixed::empty("timestamp"),
+            finish: Fixed::empty("timestamp"),
+        }
+    }
+}
+
+impl EventColumns {
+    /// Appends one row.
+    pub fn push(&mut self, r: &Record) {
         let e = &r.event;
         // Records of one source come together: skip the lookup while it does not change.
-        match last_source {
-            Some((name, i)) if name == &*r.source => {
-                source.indices.extend_from_slice(&i.to_ne_bytes())
-            }
+        let i = match &self.last_source {
+            Some((name, i)) if **name == *r.source => *i,
             _ => {
-                let i = source.index_of(&r.source);
-                source.indices.extend_from_slice(&i.to_ne_bytes());
-                last_source = Some((&r.source, i));
+                let i = self.source.index_of(&r.source);
+                self.last_source = Some((r.source.clone(), i));
+                i
             }
-        }
-        line.push_i64(Some(r.line as i64));
-        kind.push(e.kind.name());
-        at.push_time(Some(e.at));
-        organization.push(e.organization_id.as_str());
+        };
+        self.source.indices.extend_from_slice(&i.to_ne_bytes());
+        self.line.push_i64(Some(r.line as i64));
+        self.kind.push(e.kind.name());
+        self.at.push_time(Some(e.at));
+        self.organization.push(e.organization_id.as_str());
+        self.vehicle
+            .push(e.kind.vehicle().map(|v| v.as_str().as_bytes()));
         let loc = e.kind.location();
-        lat.push_f64(loc.map(|l| l.position.lat()));
-        lng.push_f64(loc.map(|l| l.position.lng()));
-        location_at.push_time(loc.map(|l| l.at));
+        self.lat.push_f64(loc.map(|l| l.position.lat()));
+        self.lng.push_f64(loc.map(|l| l.position.lng()));
+        self.location_at.push_time(loc.map(|l| l.at));
         let p = e.kind.period();
-        start.push_time(p.map(|p| p.start()));
-        finish.push_time(p.map(|p| p.finish()));
+        self.period.push(p.map(|p| p.id().as_str().as_bytes()));
+        self.start.push_time(p.map(|p| p.start()));
+        self.finish.push_time(p.map(|p| p.finish()));
+        self.rows += 1;
     }
-    let vehicle = varlen(false, records, |r| {
-        r.event.kind.vehicle().map(|v| v.as_str().as_bytes())
-    });
-    let period = varlen(false, records, |r| {
-        r.event.kind.period().map(|p| p.id().as_str().as_bytes())
-    });
-    Table {
-        rows: n,
-        columns: vec![
-            ("source", source.into()),
-            ("line", line.into()),
-            ("kind", kind.into()),
-            ("at", at.into()),
-            ("organization_id", organization.into()),
-            ("vehicle_id", vehicle.into()),
-            ("lat", lat.into()),
-            ("lng", lng.into()),
-            ("location_at", location_at.into()),
-            ("period_id", period.into()),
-            ("start", start.into()),
-            ("finish", finish.into()),
-        ],
+
+    /// The table.
+    pub fn finish(self) -> Table {
+        Table {
+            rows: self.rows,
+            columns: vec![
+                ("source", self.source.into()),
+                ("line", self.line.into()),
+                ("kind", self.kind.into()),
+                ("event_at", self.at.into()),
+                ("organization_id", self.organization.into()),
+                ("vehicle_id", self.vehicle.into()),
+                ("lat", self.lat.into()),
+                ("lng", self.lng.into()),
+                ("location_at", self.location_at.into()),
+                ("operating_period_id", self.period.into()),
+                ("start_at", self.start.into()),
+                ("finish_at", self.finish.into()),
+            ],
+        }
     }
 }
 
-/// Rejects, one row each: `source, line, code, field, reason, raw` (`raw` is the line's bytes,
-/// verbatim: it need not be UTF-8).
+/// Events flattened to one row each (see [`EventColumns`]).
+pub fn events(records: &[Record]) -> Table {
+    let mut c = EventColumns::default();
+    for r in records {
+        c.push(r);
+    }
+    c.finish()
+}
+
+/// Rejects, one row each, built batch by batch: `source, line, code, field, reason, raw`
+/// (`raw` is the line's bytes, verbatim: it need not be UTF-8). `code` is a dictionary of every
+/// code d2d-model can give (`RejectReason::CODES`), seen or not.
+#[derive(Debug)]
+pub struct RejectColumns {
+    rows: usize,
+    source: Dictionary,
+    line: Fixed,
+    code: Dictionary,
+    field: Varlen,
+    reason: Varlen,
+    raw: Varlen,
+}
+
+impl Default for RejectColumns {
+    fn default() -> Self {
+        Self {
+            rows: 0,
+            source: Dictionary::default(),
+            line: Fixed::empty("int64"),
+            code: Dictionary::with_values(&RejectReason::CODES, 0),
+            field: Varlen::new(false),
+            reason: Varlen::new(false),
+            raw: Varlen::new(true),
+        }
+    }
+}
+
+impl RejectColumns {
+    /// Appends one row.
+    pub fn push(&mut self, r: &Reject) {
+        self.source.push(&r.source);
+        self.line.push_i64(Some(r.line as i64));
+        self.code.push(r.reason.code());
+        self.field.push(r.reason.field().map(str::as_bytes));
+        self.reason.push(Some(r.reason.to_string().as_bytes()));
+        self.raw.push(Some(&r.raw));
+        self.rows += 1;
+    }
+
+    /// The table.
+    pub fn finish(self) -> Table {
+        Table {
+            rows: self.rows,
+            columns: vec![
+                ("source", self.source.into()),
+                ("line", self.line.into()),
+                ("code", self.code.into()),
+                ("field", self.field.into()),
+                ("reason", self.reason.into()),
+                ("raw", self.raw.into()),
+            ],
+        }
+    }
+}
+
+/// Rejects, one row each (see [`RejectColumns`]).
 pub fn rejects(rejects: &[Reject]) -> Table {
-    let n = rejects.len();
-    let mut source = Dictionary::with_capacity(n);
-    let mut line = Fixed::new("int64", n);
-    let mut code = Dictionary::with_capacity(n);
+    let mut c = RejectColumns::default();
     for r in rejects {
-        source.push(&r.source);
-        line.push_i64(Some(r.line as i64));
-        code.push(r.reason.code());
+        c.push(r);
     }
-    let field = varlen(false, rejects, |r| r.reason.field().map(str::as_bytes));
-    let reasons: Vec<String> = rejects.iter().map(|r| r.reason.to_string()).collect();
-    let reason = varlen(false, &reasons, |r| Some(r.as_bytes()));
-    let raw = varlen(true, rejects, |r| Some(r.raw.as_slice()));
-    Table {
-        rows: n,
-        columns: vec![
-            ("source", source.into()),
-            ("line", line.into()),
-            ("code", code.into()),
-            ("field", field.into()),
-            ("reason", reason.into()),
-            ("raw", raw.into()),
-        ],
-    }
+    c.finish()
 }
 
-/// Distance rows: `period_id, vehicle_id, fixes, first_at, last_at, metres`.
+/// Distance rows: `operating_period_id, vehicle_id, fixes, first_at, last_at, metres`, the
+/// columns of the warehouse's `dwh.vehicle_period_distance`.
 pub fn distances(rows: &[PeriodDistance]) -> Table {
     let n = rows.len();
     let mut fixes = Fixed::new("int64", n);
     let (mut first, mut last) = (Fixed::new("timestamp", n), Fixed::new("timestamp", n));
     let mut metres = Fixed::new("float64", n);
+    let (mut period, mut vehicle) = (Varlen::new(false), Varlen::new(false));
     for r in rows {
+        period.push(Some(r.period.as_str().as_bytes()));
+        vehicle.push(Some(r.vehicle.as_str().as_bytes()));
         fixes.push_i64(Some(r.fixes as i64));
         first.push_time(Some(r.first_at));
         last.push_time(Some(r.last_at));
         metres.push_f64(Some(r.metres));
     }
-    let period = varlen(false, rows, |r| Some(r.period.as_str().as_bytes()));
-    let vehicle = varlen(false, rows, |r| Some(r.vehicle.as_str().as_bytes()));
     Table {
         rows: n,
         columns: vec![
-            ("period_id", period.into()),
+            ("operating_period_id", period.into()),
             ("vehicle_id", vehicle.into()),
             ("fixes", fixes.into()),
             ("first_at", first.into()),
@@ -443,17 +511,17 @@ oops"#;
             52.5f64.to_ne_bytes(),
             "the update's latitude"
         );
-        let Column::Fixed(at) = column(&t, "at") else {
+        let Column::Fixed(at) = column(&t, "event_at") else {
             panic!()
         };
         // Before the epoch, micros count down: -1 ms is -1000 µs.
         assert_eq!(i64s(&at.values)[2], -1000);
         assert_eq!(at.validity.nulls, 0);
-        let Column::Varlen(period) = column(&t, "period_id") else {
+        let Column::Varlen(period) = column(&t, "operating_period_id") else {
             panic!()
         };
         let offsets: Vec<i32> = period
-            .offsets
+            .offset_bytes()
             .chunks_exact(4)
             .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
             .collect();
@@ -493,16 +561,25 @@ oops"#;
     }
 
     #[test]
-    fn strings_past_2_gib_get_64_bit_offsets() {
-        let mut big = Varlen::with_width(false, 1, 1, true);
-        big.push(Some(b"x"));
-        assert_eq!(big.type_name(), "large_string");
-        assert_eq!(
-            big.offsets,
-            [0i64.to_ne_bytes(), 1i64.to_ne_bytes()].concat()
-        );
-        let small = Varlen::new(true, 1, i32::MAX as usize / 4096);
+    fn offsets_are_32_bit_until_the_data_passes_2_gib() {
+        let mut small = Varlen::new(true);
+        small.push(Some(b"ab"));
+        small.push(None);
         assert_eq!(small.type_name(), "binary");
+        assert_eq!(
+            small.offset_bytes(),
+            [0i32.to_ne_bytes(), 2i32.to_ne_bytes(), 2i32.to_ne_bytes()].concat()
+        );
+        assert_eq!(small.validity.nulls, 1);
+    }
+
+    #[test]
+    fn rejects_list_every_code_as_a_category() {
+        let t = rejects(&[]);
+        let Column::Dictionary(code) = column(&t, "code") else {
+            panic!()
+        };
+        assert_eq!(code.values, RejectReason::CODES);
     }
 
     #[test]

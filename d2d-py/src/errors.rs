@@ -10,6 +10,7 @@
 //! OSError (FileNotFoundError, ...)      a path that cannot be read: the standard exceptions,
 //!                                       with .filename, so `except FileNotFoundError` works
 //! TypeError / ValueError                a bad argument (wrong type, negative speed limit)
+//! KeyboardInterrupt                     Ctrl-C (or Jupyter's "interrupt kernel") during a call
 //! ```
 
 use std::io;
@@ -41,6 +42,11 @@ pub enum Error {
     /// An argument has a value outside its domain.
     #[error("{0}")]
     Value(String),
+    /// Python raised while Rust was working: `KeyboardInterrupt` from a signal check, or an
+    /// error from an input's iterator, a file object's `read()` or a progress callback. It
+    /// goes back to Python unchanged.
+    #[error("{0}")]
+    Python(#[from] PyErr),
 }
 
 /// Result of the bindings' Rust code.
@@ -133,6 +139,7 @@ impl From<Error> for PyErr {
             }
             Error::Type(message) => PyTypeError::new_err(message),
             Error::Value(message) => PyValueError::new_err(message),
+            Error::Python(err) => err,
         }
     }
 }

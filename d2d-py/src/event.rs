@@ -30,7 +30,7 @@ impl Location {
         self.0.position.lng()
     }
 
-    /// When the fix was taken (timezone-aware, UTC); not necessarily the event's `at`.
+    /// When the fix was taken (timezone-aware, UTC); not necessarily the event's ``at``.
     #[getter]
     fn at(&self) -> DateTime<Utc> {
         self.0.at
@@ -46,7 +46,7 @@ impl Location {
     }
 }
 
-/// An operating period (a shift): its id and its UTC window, `start <= finish`.
+/// An operating period (a shift): its id and its UTC window, ``start <= finish``.
 #[pyclass(module = "d2d", name = "Period", frozen, eq, hash)]
 #[derive(PartialEq, Eq, Hash)]
 pub struct Period(OperatingPeriod);

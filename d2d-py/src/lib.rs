@@ -1,13 +1,15 @@
 //! # d2d-py
 //!
 //! The native module `d2d._d2d` behind the Python package `d2d` (see `python/d2d`). It is thin:
-//! it converts arguments, calls [`d2d_model`] with the GIL released, and hands results back as
+//! it reads what `d2d/_inputs.py` hands it, calls [`d2d_model`] with the GIL released (checking
+//! for Ctrl-C between batches), and hands results back as
 //! Arrow column buffers ([`columns`]) that the Python side wraps into pyarrow tables. Build it
 //! with maturin (`pip install ./d2d-py`); the Python API is documented in `d2d-py/README.md`.
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`inputs`] | paths, folders and bytes to named buffers, and their parse |
+//! | [`inputs`] | source descriptors cut into pieces; folder walks; which files are event files |
+//! | [`stream`] | the batch loop: parallel parse, de-duplication, Ctrl-C checks, progress |
 //! | [`columns`] | events, rejects and distances as Arrow buffers |
 //! | [`event`] | `Event`, `Location`, `Period` for one-off use |
 //! | [`errors`] | the Rust-to-Python exception mapping |
@@ -16,45 +18,49 @@ pub mod columns;
 pub mod errors;
 pub mod event;
 pub mod inputs;
+pub mod stream;
 
-use d2d_model::check::{profile, Profile, Range};
+use std::path::PathBuf;
+
+use d2d_model::check::{Profile, Range};
 use d2d_model::distance::{period_distances, DistanceOptions};
-use d2d_model::period::resolve_periods;
-use d2d_model::track::tracks;
 use d2d_model::{parse_line as model_parse_line, Reject};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyString};
 
 use crate::errors::Error;
+use crate::stream::{Progress, Summary};
 
-/// Reads and parses, returning `(events, rejects, counts)` with the tables as column tuples.
+fn progress(callback: Option<Py<PyAny>>, total: Option<u64>) -> Option<Progress> {
+    callback.map(|callback| Progress { callback, total })
+}
+
+/// Reads and parses the sources of an iterator of source descriptors (see ``d2d/_inputs.py``).
+///
+/// Returns ``(events, rejects, counts, summary)``: the tables as column tuples, the counts as a
+/// dict, and the Summary that later ``distances`` and ``data_check`` calls answer from.
 #[pyfunction]
-#[pyo3(signature = (paths_or_bytes, *, strict = false))]
+#[pyo3(signature = (sources, *, strict = false, progress = None, total = None))]
 fn read_events<'py>(
     py: Python<'py>,
-    paths_or_bytes: &Bound<'py, PyAny>,
+    sources: &Bound<'py, PyAny>,
     strict: bool,
+    progress: Option<Py<PyAny>>,
+    total: Option<u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let inputs = inputs::extract(paths_or_bytes)?;
-    let (events, rejects, counts) = py.detach(move || -> Result<_, Error> {
-        let (parsed, files) = inputs::read(inputs)?;
-        if strict {
-            if let Some(first) = parsed.rejects.first() {
-                return Err(Error::Parse(Box::new(first.clone())));
-            }
-        }
-        let events = columns::events(&parsed.events);
-        let rejects = columns::rejects(&parsed.rejects);
-        let counts = (files, parsed.lines, parsed.duplicates);
-        // The events go before the columns cross into Python, not after.
-        drop(parsed);
-        Ok((events, rejects, counts))
-    })?;
-    let counts_dict = PyDict::new(py);
-    counts_dict.set_item("files", counts.0)?;
-    counts_dict.set_item("lines", counts.1)?;
-    counts_dict.set_item("duplicates", counts.2)?;
-    Ok((events.into_py(py)?, rejects.into_py(py)?, counts_dict)
+    let sources = PyIterator::from_object(sources)?.unbind();
+    let read = stream::read(py, sources, strict, self::progress(progress, total))?;
+    let counts = PyDict::new(py);
+    counts.set_item("files", read.files)?;
+    counts.set_item("lines", read.lines)?;
+    counts.set_item("duplicates", read.duplicates)?;
+    let summary = Bound::new(py, read.summary)?;
+    Ok((
+        read.events.into_py(py)?,
+        read.rejects.into_py(py)?,
+        counts,
+        summary,
+    )
         .into_pyobject(py)?
         .into_any())
 }
@@ -94,53 +100,95 @@ fn profile_dict<'py>(py: Python<'py>, p: &Profile) -> PyResult<Bound<'py, PyDict
     Ok(d)
 }
 
-/// The data-check profile (`d2d_model::check::profile`) as a plain dict.
+/// The data-check profile of the sources, as a dict (the keys of ``data_check --json``).
 #[pyfunction]
+#[pyo3(signature = (sources, *, progress = None, total = None))]
 fn data_check<'py>(
     py: Python<'py>,
-    paths_or_bytes: &Bound<'py, PyAny>,
+    sources: &Bound<'py, PyAny>,
+    progress: Option<Py<PyAny>>,
+    total: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let inputs = inputs::extract(paths_or_bytes)?;
-    let p = py.detach(move || -> Result<_, Error> {
-        let (parsed, files) = inputs::read(inputs)?;
-        Ok(profile(&parsed, files))
-    })?;
+    let sources = PyIterator::from_object(sources)?.unbind();
+    let p = stream::check(py, sources, self::progress(progress, total))?;
     profile_dict(py, &p)
 }
 
-/// Distance per (operating period, vehicle), as column tuples.
-#[pyfunction]
-#[pyo3(signature = (paths_or_bytes, *, max_speed_mps = None))]
-fn distances<'py>(
-    py: Python<'py>,
-    paths_or_bytes: &Bound<'py, PyAny>,
-    max_speed_mps: Option<f64>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn speed_limit(max_speed_mps: Option<f64>) -> Result<DistanceOptions, Error> {
     if let Some(limit) = max_speed_mps {
         // NaN would silently keep every fix, and a limit <= 0 would drop every move.
         if !(limit > 0.0 && limit.is_finite()) {
             return Err(Error::Value(format!(
                 "max_speed_mps must be a positive finite number of metres per second, got {limit}"
-            ))
-            .into());
+            )));
         }
     }
-    let inputs = inputs::extract(paths_or_bytes)?;
-    let table = py.detach(move || -> Result<_, Error> {
-        let (parsed, _) = inputs::read(inputs)?;
-        let events = || parsed.events.iter().map(|r| &r.event);
-        let periods = resolve_periods(events());
-        let rows = period_distances(
-            &periods,
-            &tracks(events()),
-            &DistanceOptions { max_speed_mps },
-        );
-        Ok(columns::distances(&rows))
-    })?;
-    table.into_py(py)
+    Ok(DistanceOptions { max_speed_mps })
 }
 
-/// Parses one line (without its line end) into an [`event::Event`], or raises `ParseError`.
+/// Distance per (operating period, vehicle) of the sources: ``(columns, counts)``, the table
+/// as column tuples and ``{"files", "lines"}`` read.
+#[pyfunction]
+#[pyo3(signature = (sources, *, max_speed_mps = None, progress = None, total = None))]
+fn distances<'py>(
+    py: Python<'py>,
+    sources: &Bound<'py, PyAny>,
+    max_speed_mps: Option<f64>,
+    progress: Option<Py<PyAny>>,
+    total: Option<u64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let options = speed_limit(max_speed_mps)?;
+    let sources = PyIterator::from_object(sources)?.unbind();
+    let (tracks, periods, files, lines) =
+        stream::tracks(py, sources, self::progress(progress, total))?;
+    let table =
+        py.detach(move || columns::distances(&period_distances(&periods, &tracks, &options)));
+    let counts = PyDict::new(py);
+    counts.set_item("files", files)?;
+    counts.set_item("lines", lines)?;
+    Ok((table.into_py(py)?, counts).into_pyobject(py)?.into_any())
+}
+
+#[pymethods]
+impl Summary {
+    /// The data-check profile of the read, as a dict.
+    fn profile<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        profile_dict(py, &self.profile)
+    }
+
+    /// Distance per (operating period, vehicle) of the read, as column tuples.
+    #[pyo3(signature = (*, max_speed_mps = None))]
+    fn distances<'py>(
+        &self,
+        py: Python<'py>,
+        max_speed_mps: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let options = speed_limit(max_speed_mps)?;
+        let table = py.detach(|| {
+            columns::distances(&period_distances(&self.periods, &self.tracks, &options))
+        });
+        table.into_py(py)
+    }
+}
+
+/// Walks a folder: its event files in landing order, and the other files (skipped).
+#[pyfunction]
+fn walk(folder: PathBuf) -> PyResult<(Vec<String>, Vec<String>)> {
+    Ok(inputs::walk(&folder)?)
+}
+
+/// Sorts names in landing order; with ``only_event_files``, sets the others aside.
+///
+/// Returns ``(kept, skipped)``.
+#[pyfunction]
+#[pyo3(signature = (names, *, only_event_files))]
+fn landing_order(names: Vec<String>, only_event_files: bool) -> (Vec<String>, Vec<String>) {
+    inputs::order(names, only_event_files)
+}
+
+/// Parses one NDJSON line into an ``Event``; raises ``ParseError`` if it is not a valid event.
+///
+/// A trailing ``\n`` or ``\r\n`` is ignored. ``source`` and ``line`` only label the error.
 #[pyfunction]
 #[pyo3(signature = (raw, *, source = "<line>", line = 1))]
 fn parse_line(raw: &Bound<'_, PyAny>, source: &str, line: u64) -> PyResult<event::Event> {
@@ -171,17 +219,20 @@ fn parse_line(raw: &Bound<'_, PyAny>, source: &str, line: u64) -> PyResult<event
         })
 }
 
-/// The native half of the `d2d` package; import `d2d`, not this.
+/// The native half of the ``d2d`` package; import ``d2d``, not this.
 #[pymodule]
 fn _d2d(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<event::Event>()?;
     m.add_class::<event::Location>()?;
     m.add_class::<event::Period>()?;
+    m.add_class::<Summary>()?;
     m.add_function(wrap_pyfunction!(read_events, m)?)?;
     m.add_function(wrap_pyfunction!(data_check, m)?)?;
     m.add_function(wrap_pyfunction!(distances, m)?)?;
     m.add_function(wrap_pyfunction!(parse_line, m)?)?;
+    m.add_function(wrap_pyfunction!(walk, m)?)?;
+    m.add_function(wrap_pyfunction!(landing_order, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -75,15 +75,26 @@ def sample_rows(landing_files: list[Path]) -> list[dict]:
                         "source": str(path),
                         "line": number,
                         "kind": f"{obj['on']}.{obj['event']}",
-                        "at": utc(obj["at"]),
+                        "event_at": utc(obj["at"]),
                         "organization_id": obj["organization_id"],
                         "vehicle_id": data["id"] if is_vehicle else None,
                         "lat": loc.get("lat"),
                         "lng": loc.get("lng"),
                         "location_at": utc(loc["at"]) if loc.get("at") else None,
-                        "period_id": None if is_vehicle else data["id"],
-                        "start": None if is_vehicle else utc(data["start"]),
-                        "finish": None if is_vehicle else utc(data["finish"]),
+                        "operating_period_id": None if is_vehicle else data["id"],
+                        "start_at": None if is_vehicle else utc(data["start"]),
+                        "finish_at": None if is_vehicle else utc(data["finish"]),
                     }
                 )
     return rows
+
+
+def day_copy(data: bytes, k: int) -> bytes:
+    """The sample bytes with the organisation renamed, so no event repeats another copy's."""
+    return data.replace(b'"organization_id":"org-id"', b'"organization_id":"org-%d"' % k)
+
+
+@pytest.fixture(scope="session")
+def sample_bytes(landing_files: list[Path]) -> bytes:
+    """The whole sample day as one NDJSON buffer (7.8 MB)."""
+    return b"".join(p.read_bytes() for p in landing_files)

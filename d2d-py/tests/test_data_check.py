@@ -39,7 +39,7 @@ def test_counts_agree_with_the_event_table(profile: d2d.Profile, events: pd.Data
     assert sum(profile["by_kind"].values()) == profile["events"]
     assert profile["by_kind"]["operating_period.delete"] == 0
     assert profile["vehicles"] == events["vehicle_id"].nunique() == 100
-    assert profile["periods"] == events["period_id"].nunique() == 2
+    assert profile["periods"] == events["operating_period_id"].nunique() == 2
     assert profile["reject_reasons"] == {}
     vehicle = events["vehicle_id"].notna()
     assert profile["missing"] == {"data.location": int((vehicle & events["lat"].isna()).sum())}
@@ -47,10 +47,10 @@ def test_counts_agree_with_the_event_table(profile: d2d.Profile, events: pd.Data
 
 def test_ranges_agree_with_pandas(profile: d2d.Profile, events: pd.DataFrame):
     columns = {
-        "at": "at",
+        "at": "event_at",
         "data.location.at": "location_at",
-        "data.start": "start",
-        "data.finish": "finish",
+        "data.start": "start_at",
+        "data.finish": "finish_at",
     }
     assert set(profile["time_ranges"]) == set(columns)
     for field, column in columns.items():
@@ -92,7 +92,8 @@ def test_to_pandas_has_one_row_per_number(profile: d2d.Profile):
 
 
 def test_empty_input_profiles_to_zeros():
-    p = d2d.data_check([])
+    with pytest.warns(d2d.EmptyInputWarning, match="no input"):
+        p = d2d.data_check([])
     assert (p["files"], p["lines"], p["events"]) == (0, 0, 0)
     assert p["time_ranges"] == {} and p["coordinate_ranges"] == {}
     assert set(p["by_kind"].values()) == {0}

@@ -43,9 +43,14 @@ FLEET = "\n".join([
 
 
 def test_hand_computed_rows():
-    df = d2d.distances(FLEET.encode())
-    assert list(df.columns) == ["period_id", "vehicle_id", "fixes", "first_at", "last_at", "metres"]
-    assert list(zip(df["period_id"], df["vehicle_id"])) == [("op_1", "v1"), ("op_1", "v3")]
+    table = d2d.distances(FLEET.encode())
+    assert isinstance(table, d2d.Table)
+    df = table.to_pandas()
+    assert list(df.columns) == [
+        "operating_period_id", "vehicle_id", "fixes", "first_at", "last_at", "metres",
+    ]  # fmt: skip
+    pairs = list(zip(df["operating_period_id"], df["vehicle_id"]))
+    assert pairs == [("op_1", "v1"), ("op_1", "v3")]
     v1, v3 = df.iloc[0], df.iloc[1]
     assert v1["fixes"] == 2
     assert v1["metres"] == pytest.approx(ONE_HUNDREDTH_DEGREE, rel=1e-12)
@@ -58,12 +63,13 @@ def test_hand_computed_rows():
 
 
 def test_speed_filter_drops_the_jump():
-    df = d2d.distances(FLEET.encode(), max_speed_mps=50.0)
+    df = d2d.distances(FLEET.encode(), max_speed_mps=50.0).to_pandas()
     v3 = df.set_index("vehicle_id").loc["v3"]
     assert v3["fixes"] == 2
     assert v3["metres"] == pytest.approx(ONE_HUNDREDTH_DEGREE, rel=1e-12)
     # 1,112 m in 300 s is 3.7 m/s: a limit below that drops v1's move too.
-    v1 = d2d.distances(FLEET.encode(), max_speed_mps=3.0).set_index("vehicle_id").loc["v1"]
+    slow = d2d.distances(FLEET.encode(), max_speed_mps=3.0).to_pandas()
+    v1 = slow.set_index("vehicle_id").loc["v1"]
     assert (v1["fixes"], v1["metres"]) == (1, 0.0)
 
 
@@ -74,12 +80,12 @@ def test_bad_speed_limits_raise(bad: float):
 
 
 def test_dtypes(landing: Path):
-    df = d2d.distances(landing)
+    df = d2d.distances(landing).to_pandas()
     assert df["fixes"].dtype == "int64"
     assert df["metres"].dtype == "float64"
     assert str(df["first_at"].dtype) == "datetime64[us, UTC]"
     assert str(df["last_at"].dtype) == "datetime64[us, UTC]"
-    assert pd.api.types.is_string_dtype(df["period_id"])
+    assert pd.api.types.is_string_dtype(df["operating_period_id"])
     assert pd.api.types.is_string_dtype(df["vehicle_id"])
 
 
@@ -87,13 +93,13 @@ def _recompute(events: pd.DataFrame, max_speed_mps: float | None) -> list[tuple]
     """The distance definition, written again from the design text with pandas."""
     periods = events[events["kind"].astype(str).str.startswith("operating_period.")]
     # The latest event of each period wins (a later line wins a tie).
-    latest = periods.sort_values("at", kind="stable").groupby("period_id").tail(1)
-    live = latest[latest["kind"] == "operating_period.create"].sort_values("period_id")
+    latest = periods.sort_values("event_at", kind="stable").groupby("operating_period_id").tail(1)
+    live = latest[latest["kind"] == "operating_period.create"].sort_values("operating_period_id")
     fixes = events[events["kind"] == "vehicle.update"][["vehicle_id", "location_at", "lat", "lng"]]
     fixes = fixes.drop_duplicates().sort_values(["vehicle_id", "location_at", "lat", "lng"])
     rows = []
     for p in live.itertuples():
-        inside = fixes[(fixes["location_at"] >= p.start) & (fixes["location_at"] <= p.finish)]
+        inside = fixes[(fixes["location_at"] >= p.start_at) & (fixes["location_at"] <= p.finish_at)]
         for vehicle, track in inside.groupby("vehicle_id", sort=True):
             pts = list(track[["location_at", "lat", "lng"]].itertuples(index=False))
             kept, metres, last = 1, 0.0, pts[0]
@@ -105,7 +111,9 @@ def _recompute(events: pd.DataFrame, max_speed_mps: float | None) -> list[tuple]
                     if fast:
                         continue
                 metres, kept, last = metres + step, kept + 1, fix
-            rows.append((p.period_id, vehicle, kept, pts[0].location_at, last.location_at, metres))
+            rows.append(
+                (p.operating_period_id, vehicle, kept, pts[0].location_at, last.location_at, metres)
+            )
     return rows
 
 
@@ -113,7 +121,8 @@ def _recompute(events: pd.DataFrame, max_speed_mps: float | None) -> list[tuple]
 def test_sample_equals_an_independent_recomputation(landing: Path, limit: float | None):
     events = d2d.read_events(landing).events.to_pandas()
     want = _recompute(events, limit)
-    got = list(d2d.distances(landing, max_speed_mps=limit).itertuples(index=False, name=None))
+    got = d2d.distances(landing, max_speed_mps=limit).to_pandas()
+    got = list(got.itertuples(index=False, name=None))
     assert len(got) == len(want) > 0
     for g, w in zip(got, want):
         assert g[:5] == w[:5]
@@ -121,9 +130,10 @@ def test_sample_equals_an_independent_recomputation(landing: Path, limit: float 
 
 
 def test_filter_never_adds_distance(landing: Path):
-    plain = d2d.distances(landing)
-    filtered = d2d.distances(landing, max_speed_mps=30.0)
-    assert (filtered[["period_id", "vehicle_id"]] == plain[["period_id", "vehicle_id"]]).all().all()
+    plain = d2d.distances(landing).to_pandas()
+    filtered = d2d.distances(landing, max_speed_mps=30.0).to_pandas()
+    key = ["operating_period_id", "vehicle_id"]
+    assert (filtered[key] == plain[key]).all().all()
     assert (filtered["fixes"] <= plain["fixes"]).all()
     assert (filtered["metres"] <= plain["metres"] + 1e-6).all()
     assert filtered["metres"].sum() < plain["metres"].sum()

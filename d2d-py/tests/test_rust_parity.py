@@ -65,10 +65,10 @@ def test_distances_equal_the_rust_rows():
     header = "period,vehicle,fixes,first_at,last_at,metres"
     assert header in out, out[:500]
     rows = list(csv.DictReader(io.StringIO(out[out.index(header) :])))
-    py = d2d.distances(REPO / SAMPLE)
+    py = d2d.distances(REPO / SAMPLE).to_pandas()
     assert len(rows) == len(py) > 0
     for want, got in zip(rows, py.itertuples(index=False)):
-        assert (got.period_id, got.vehicle_id, got.fixes) == (
+        assert (got.operating_period_id, got.vehicle_id, got.fixes) == (
             want["period"],
             want["vehicle"],
             int(want["fixes"]),

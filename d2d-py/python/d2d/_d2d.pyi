@@ -1,11 +1,13 @@
 """Type stubs of the native module ``d2d._d2d`` (hand-written; checked by mypy.stubtest)."""
 
 import datetime
-import os
+from collections.abc import Callable, Iterable
 from typing import Any, Final, final
 
-_Input = str | os.PathLike[str] | bytes | bytearray
-_PathsOrBytes = _Input | list[_Input] | tuple[_Input, ...]
+# A source descriptor (see d2d/_inputs.py): a local file path, (name, bytes) or (name, reader).
+_Descriptor = str | tuple[str, Any]
+_Sources = Iterable[_Descriptor]
+_Progress = Callable[[int, int | None], object] | None
 # (rows, [(column name, column buffers), ...]): see d2d/_tables.py.
 _NativeTable = tuple[int, list[tuple[str, tuple[Any, ...]]]]
 
@@ -15,11 +17,14 @@ __all__ = [
     "Location",
     "ParseError",
     "Period",
+    "Summary",
     "__version__",
     "data_check",
     "distances",
+    "landing_order",
     "parse_line",
     "read_events",
+    "walk",
 ]
 __version__: Final[str]
 
@@ -77,13 +82,34 @@ class Event:
     def to_json(self) -> str:
         """The event as one line of the feed's JSON."""
 
+@final
+class Summary:
+    """What read_events keeps besides its tables: the profile, the tracks and the periods."""
+
+    def profile(self) -> dict[str, Any]:
+        """The data-check profile of the read, as a dict."""
+    def distances(self, *, max_speed_mps: float | None = None) -> _NativeTable:
+        """Distance per (operating period, vehicle) of the read, as column tuples."""
+
 def read_events(
-    paths_or_bytes: _PathsOrBytes, *, strict: bool = False
-) -> tuple[_NativeTable, _NativeTable, dict[str, int]]: ...
-def data_check(paths_or_bytes: _PathsOrBytes) -> dict[str, Any]: ...
+    sources: _Sources,
+    *,
+    strict: bool = False,
+    progress: _Progress = None,
+    total: int | None = None,
+) -> tuple[_NativeTable, _NativeTable, dict[str, int], Summary]: ...
+def data_check(
+    sources: _Sources, *, progress: _Progress = None, total: int | None = None
+) -> dict[str, Any]: ...
 def distances(
-    paths_or_bytes: _PathsOrBytes, *, max_speed_mps: float | None = None
-) -> _NativeTable: ...
+    sources: _Sources,
+    *,
+    max_speed_mps: float | None = None,
+    progress: _Progress = None,
+    total: int | None = None,
+) -> tuple[_NativeTable, dict[str, int]]: ...
+def walk(folder: str) -> tuple[list[str], list[str]]: ...
+def landing_order(names: list[str], *, only_event_files: bool) -> tuple[list[str], list[str]]: ...
 def parse_line(raw: bytes | str, *, source: str = "<line>", line: int = 1) -> Event:
     """Parses one NDJSON line into an :class:`Event`; raises :class:`ParseError` if invalid.
 
