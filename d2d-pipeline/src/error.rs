@@ -192,6 +192,15 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+
+    /// Publishing the failure summary to an SNS topic failed.
+    #[error("alert to SNS topic {topic}: {detail}")]
+    AlertSns {
+        /// The topic's ARN.
+        topic: String,
+        /// The SDK's error with its causes.
+        detail: String,
+    },
 }
 
 /// `Result` with the pipeline's [`Error`].
