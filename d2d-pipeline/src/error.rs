@@ -201,6 +201,15 @@ pub enum Error {
         /// The SDK's error with its causes.
         detail: String,
     },
+
+    /// A secret could not be read from AWS Secrets Manager, or is not what was expected.
+    #[error("secret {secret}: {detail}")]
+    Secret {
+        /// The secret's ARN or name.
+        secret: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// `Result` with the pipeline's [`Error`].
