@@ -10,6 +10,16 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // lambda_runtime panics on a missing AWS_LAMBDA_FUNCTION_NAME; say plainly what is wrong.
+    for name in ["AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_FUNCTION_NAME"] {
+        if std::env::var_os(name).is_none() {
+            return Err(format!(
+                "{name} is not set: this binary is served by the AWS Lambda runtime (or an \
+                 emulator of it); call d2d::pipeline::lambda::handle to run the handler elsewhere"
+            )
+            .into());
+        }
+    }
     use tracing_subscriber::EnvFilter;
     tracing_subscriber::fmt()
         .json()
