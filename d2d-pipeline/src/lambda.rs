@@ -256,18 +256,20 @@ pub async fn handle_with(
     now: DateTime<Utc>,
 ) -> Result<Summary> {
     let day = config.day(&event, now);
+    // Kept for the alert's redaction, also when it came from Secrets Manager.
+    let mut database_url = None;
     let result = match config.database_url().await {
         Ok(url) => {
             let mut run = config.run.clone();
             run.database_url = url;
-            run::run_day(&run, day, &run::no_events)
-                .await
-                .map(|r| (r, run.database_url))
+            let result = run::run_day(&run, day, &run::no_events).await;
+            database_url = Some(run.database_url);
+            result
         }
         Err(e) => Err(e),
     };
     match result {
-        Ok((report, _)) => {
+        Ok(report) => {
             let summary = Summary::from(&report);
             tracing::info!(day = %summary.day, run = summary.run_id, events = summary.events, rejects = summary.rejects, "lambda run succeeded");
             Ok(summary)
@@ -276,7 +278,7 @@ pub async fn handle_with(
             tracing::error!(day = %day, error = %error, "lambda run failed");
             if let Some(topic) = &config.alert_sns_topic {
                 let mut alert = SnsAlert::new(topic);
-                if let DatabaseSource::Url(url) = &config.database {
+                if let Some(url) = &database_url {
                     alert = alert.database_url(url);
                 }
                 let subject = format!("d2d daily load failed: {day}");
