@@ -12,6 +12,7 @@
 //! daily_load --date D --from-lake                    rebuild D from the lake alone
 //! daily_load --date D --move                         delete landing files once archived and loaded
 //! daily_load ... --alert-command 'mail -s d2d ops@example.com'
+//! daily_load ... --alert-sns-topic arn:aws:sns:eu-central-1:123456789012:d2d-alerts
 //! ```
 //!
 //! Every option can also be set through the environment variable shown by `--help`:
@@ -45,7 +46,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{Parser, ValueEnum};
-use d2d::pipeline::alert::AlertCommand;
+use d2d::pipeline::alert::{AlertCommand, SnsAlert};
 use d2d::pipeline::lake::{DayLayout, LakeOptions};
 use d2d::pipeline::run::{self, Phase, RunConfig, RunEvent, RunReport};
 use d2d::pipeline::store::StoreOptions;
@@ -120,6 +121,10 @@ struct Args {
         value_delimiter = ','
     )]
     alert_env: Vec<String>,
+    /// Also publish the (redacted) failure summary to this SNS topic (an ARN), with the
+    /// day in the subject; same endpoint and credentials as the S3 stores (D2D_S3_ENDPOINT).
+    #[arg(long, env = "D2D_ALERT_SNS_TOPIC", value_name = "ARN")]
+    alert_sns_topic: Option<String>,
     /// Seconds an S3 connection attempt may take before it is retried.
     #[arg(long, env = "D2D_S3_CONNECT_TIMEOUT", value_name = "SECS", default_value = "3", value_parser = seconds_arg)]
     s3_connect_timeout: Duration,
@@ -245,6 +250,14 @@ async fn run_main() -> ExitCode {
             if args.alert_command.is_some() {
                 if let Err(error) = alert.run(&summary).await {
                     tracing::error!(error = %error, "the alert command failed");
+                    eprintln!("daily_load: {error}");
+                }
+            }
+            if let Some(topic) = &args.alert_sns_topic {
+                let sns = SnsAlert::new(topic).database_url(&args.database_url);
+                let subject = format!("d2d daily_load failed: {}", failed_day(&e, from, to));
+                if let Err(error) = sns.publish(&subject, &summary, &config.store_options).await {
+                    tracing::error!(error = %error, "the SNS alert failed");
                     eprintln!("daily_load: {error}");
                 }
             }
@@ -571,6 +584,17 @@ async fn print_bi_answer(database_url: &str) -> d2d::pipeline::Result<()> {
         )
     );
     Ok(())
+}
+
+/// The day a failure names, for the SNS subject: the failed run's, else the days asked for.
+fn failed_day(error: &d2d::pipeline::Error, from: NaiveDate, to: NaiveDate) -> String {
+    match error {
+        d2d::pipeline::Error::Run { day, .. } | d2d::pipeline::Error::AfterCommit { day, .. } => {
+            day.to_string()
+        }
+        _ if from == to => from.to_string(),
+        _ => format!("{from}..{to}"),
+    }
 }
 
 fn failure_summary(args: &Args, error: &d2d::pipeline::Error) -> String {

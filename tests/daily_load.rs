@@ -448,3 +448,96 @@ async fn sample_day_on_s3_through_the_binaries() {
         assert!((row.get::<_, f64>(3) - want.total_metres).abs() < 1e-6);
     }
 }
+
+/// One plain HTTP/1.0 request to the moto server of `D2D_S3_ENDPOINT` (its SNS query API and
+/// `/moto-api/` need no signature); the response body.
+async fn moto_http(method: &str, path: &str, form: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let endpoint = std::env::var("D2D_S3_ENDPOINT")
+        .expect("D2D_S3_ENDPOINT must name the test S3 server (scripts/test sets it)");
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20190601/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(" 200 "), "{head}\n{body}");
+    body.to_owned()
+}
+
+/// `--alert-sns-topic`: a failing day (no landing files) publishes the failure summary to the
+/// topic on moto's SNS, with the day in the subject and the secrets of the job's environment
+/// redacted (the landing path carries the AWS secret key); the command alert runs as well.
+#[tokio::test]
+async fn a_failing_day_alerts_by_sns() {
+    let db = TestDb::create("sns").await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let topic = format!("d2d-alerts-{}-{nanos}", std::process::id());
+    let created = moto_http("POST", "/", &format!("Action=CreateTopic&Name={topic}")).await;
+    let arn = created
+        .split("<TopicArn>")
+        .nth(1)
+        .and_then(|s| s.split("</TopicArn>").next())
+        .unwrap()
+        .to_owned();
+    let secret = format!("wJalrXUtnFEMI-d2d-test-{nanos}");
+    let tmp = std::env::temp_dir().join(format!("d2d-sns-{}-{nanos}", std::process::id()));
+    let landing = tmp.join(format!("landing-{secret}"));
+    std::fs::create_dir_all(&landing).unwrap();
+    let alert = tmp.join("alert.txt");
+    let command = format!("cat > '{}'", alert.display());
+    let out = run(
+        "daily_load",
+        &[
+            "--date",
+            "2019-06-02",
+            "--alert-sns-topic",
+            &arn,
+            "--alert-command",
+            &command,
+        ],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("D2D_LANDING", landing.to_str().unwrap()),
+            ("D2D_LAKE", tmp.join("lake").to_str().unwrap()),
+            ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("SNS alert failed"), "{stderr}");
+
+    let data: serde_json::Value =
+        serde_json::from_str(&moto_http("GET", "/moto-api/data.json", "").await).unwrap();
+    let sent: Vec<&serde_json::Value> = data["sns"]["Topic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["arn"] == arn.as_str())
+        .flat_map(|t| t["sent_notifications"].as_array().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (message, subject) = (sent[0][1].as_str().unwrap(), sent[0][2].as_str().unwrap());
+    assert_eq!(subject, "d2d daily_load failed: 2019-06-02");
+    for expected in [
+        "d2d daily_load FAILED",
+        "day: 2019-06-02",
+        "run: 1 (etl.load_run)",
+        "landing-***",
+    ] {
+        assert!(message.contains(expected), "{expected:?} in {message}");
+    }
+    assert!(!message.contains(&secret), "{message}");
+    // The command alert got the same summary.
+    assert_eq!(std::fs::read_to_string(&alert).unwrap().trim_end(), message);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -1,4 +1,5 @@
-//! Alerts: the operator's command, run when a daily run fails.
+//! Alerts: the operator's command, run when a daily run fails, and an SNS topic
+//! ([`SnsAlert`], the AWS way) that receives the same redacted summary.
 //!
 //! The command runs with `sh -c`, the failure summary on its standard input and in
 //! `D2D_ALERT_SUMMARY`, and a **scrubbed environment**: only [`BASE_ENV`] (the path, home,
@@ -21,9 +22,12 @@
 //! # Ok(()) }
 //! ```
 
+mod sns;
+
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use sns::SnsAlert;
 
 /// The variables every alert command gets (when the job has them): enough for a shell
 /// command to find programs, write temporary files and format text. Any `LC_*` too.

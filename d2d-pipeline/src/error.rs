@@ -192,6 +192,24 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+
+    /// Publishing the failure summary to an SNS topic failed.
+    #[error("alert to SNS topic {topic}: {detail}")]
+    AlertSns {
+        /// The topic's ARN.
+        topic: String,
+        /// The SDK's error with its causes.
+        detail: String,
+    },
+
+    /// A secret could not be read from AWS Secrets Manager, or is not what was expected.
+    #[error("secret {secret}: {detail}")]
+    Secret {
+        /// The secret's ARN or name.
+        secret: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// `Result` with the pipeline's [`Error`].

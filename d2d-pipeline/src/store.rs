@@ -30,7 +30,7 @@
 //! [`Store::remove_stale_temporaries`] deletes those of writers that are gone.
 
 mod local;
-mod s3;
+pub(crate) mod s3;
 
 use std::fmt;
 use std::pin::Pin;

@@ -55,35 +55,8 @@ impl S3Store {
             p => format!("{p}/"),
         };
         let url = format!("s3://{bucket}/{prefix}");
-        // Standard mode retries what is transient (timeouts, connection errors, 5xx, throttling)
-        // with exponential backoff and full jitter; the bounds are ours, not the SDK's defaults
-        // (3 attempts, 1 s initial), so a busy day survives a longer hiccup while an endpoint
-        // that never answers still fails within `StoreOptions::unanswered_bound`.
         let max_attempts = options.s3_max_attempts.max(1);
-        let retry = RetryConfig::standard()
-            .with_max_attempts(max_attempts)
-            .with_initial_backoff(S3_INITIAL_BACKOFF)
-            .with_max_backoff(S3_MAX_BACKOFF);
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(options.s3_connect_timeout)
-            .read_timeout(options.s3_read_timeout)
-            .build();
-        // The read timeout ends when the response head arrives; a body that stops flowing is
-        // caught by the SDK's stalled-stream protection, given the same patience (its own
-        // default is 20 s, which would let a stalled body outlast the bound).
-        let stalled = StalledStreamProtectionConfig::enabled()
-            .grace_period(options.s3_read_timeout)
-            .build();
-        // A server without region (S3-compatible, or a machine with no AWS profile) still
-        // needs one for signing.
-        let region = RegionProviderChain::default_provider().or_else("us-east-1");
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
-            .retry_config(retry)
-            .timeout_config(timeouts)
-            .stalled_stream_protection(stalled)
-            .load()
-            .await;
+        let sdk = sdk_config(options).await;
         let endpoint = match &options.s3_endpoint {
             Some(endpoint) => endpoint.clone(),
             None => format!(
@@ -448,6 +421,41 @@ impl S3Store {
     }
 }
 
+/// The AWS settings of every client d2d makes (S3, and SNS and Secrets Manager with the same
+/// endpoint override): region and credentials from the standard chain (region `us-east-1`
+/// when none is set), and the bounded retries and timeouts of [`StoreOptions`].
+pub(crate) async fn sdk_config(options: &StoreOptions) -> aws_config::SdkConfig {
+    // Standard mode retries what is transient (timeouts, connection errors, 5xx, throttling)
+    // with exponential backoff and full jitter; the bounds are ours, not the SDK's defaults
+    // (3 attempts, 1 s initial), so a busy day survives a longer hiccup while an endpoint
+    // that never answers still fails within `StoreOptions::unanswered_bound`.
+    let max_attempts = options.s3_max_attempts.max(1);
+    let retry = RetryConfig::standard()
+        .with_max_attempts(max_attempts)
+        .with_initial_backoff(S3_INITIAL_BACKOFF)
+        .with_max_backoff(S3_MAX_BACKOFF);
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(options.s3_connect_timeout)
+        .read_timeout(options.s3_read_timeout)
+        .build();
+    // The read timeout ends when the response head arrives; a body that stops flowing is
+    // caught by the SDK's stalled-stream protection, given the same patience (its own
+    // default is 20 s, which would let a stalled body outlast the bound).
+    let stalled = StalledStreamProtectionConfig::enabled()
+        .grace_period(options.s3_read_timeout)
+        .build();
+    // A server without region (S3-compatible, or a machine with no AWS profile) still
+    // needs one for signing.
+    let region = RegionProviderChain::default_provider().or_else("us-east-1");
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .retry_config(retry)
+        .timeout_config(timeouts)
+        .stalled_stream_protection(stalled)
+        .load()
+        .await
+}
+
 /// Logs one warning per retry of an S3 request — the endpoint, the operation and request, the
 /// attempt, and why the one before failed — where the SDK would retry silently (the issue: a
 /// silent endpoint kept the job waiting for minutes without a line).
@@ -515,7 +523,7 @@ impl Intercept for RetryLog {
 /// failure before any response (connection refused, timeout) its chain of causes. The SDK's
 /// own `Display` says only "service error", and `DisplayErrorContext` ends with the whole
 /// `Debug` dump of the raw response.
-fn describe<E>(err: &SdkError<E>) -> String
+pub(crate) fn describe<E>(err: &SdkError<E>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

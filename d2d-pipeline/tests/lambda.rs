@@ -1,0 +1,326 @@
+//! The Lambda handler (feature `lambda`), invoked as a function against the real services:
+//! the sample day on the S3-compatible server, the warehouse URL in its Secrets Manager, the
+//! local PostgreSQL; a failing day alerts through its SNS. Run with
+//! `cargo test -p d2d-pipeline --features lambda --test lambda`.
+
+// Tests fail loudly on purpose: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+
+use aws_config::BehaviorVersion;
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use d2d_pipeline::lambda::{handle_with, Event, LambdaConfig, Summary};
+use d2d_pipeline::store::Store;
+use d2d_pipeline::warehouse::Warehouse;
+use d2d_pipeline::Error;
+use futures_util::{StreamExt, TryStreamExt};
+use support::{sample_day, TestDb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn endpoint() -> String {
+    std::env::var("D2D_S3_ENDPOINT")
+        .expect("D2D_S3_ENDPOINT must name the S3-compatible test server (scripts/test sets it)")
+}
+
+fn tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+fn config(vars: &[(&str, &str)]) -> LambdaConfig {
+    try_config(vars).unwrap()
+}
+
+async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region("us-east-1")
+        .load()
+        .await
+}
+
+/// `GET path` on the moto server: its `/moto-api/` endpoints are plain HTTP.
+async fn moto_get(path: &str) -> String {
+    let endpoint = endpoint();
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The messages moto's SNS received on `topic_arn`: (message, subject).
+async fn published(topic_arn: &str) -> Vec<(String, String)> {
+    let data: serde_json::Value =
+        serde_json::from_str(&moto_get("/moto-api/data.json").await).unwrap();
+    data["sns"]["Topic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["arn"] == topic_arn)
+        .flat_map(|t| t["sent_notifications"].as_array().unwrap().clone())
+        .map(|n| {
+            (
+                n[1].as_str().unwrap().to_owned(),
+                n[2].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Status, day, files, events and rejects of a run in `etl.load_run`.
+async fn load_run(
+    db: &TestDb,
+    run_id: i64,
+) -> (String, NaiveDate, Option<i64>, Option<i64>, Option<i64>) {
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let row = wh
+        .client()
+        .query_one(
+            "SELECT status, landing_day, files, events, rejects FROM etl.load_run WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+}
+
+/// The sample day uploaded to an S3 landing bucket; the warehouse URL only in Secrets
+/// Manager. One invocation names the day; one without a date, at 2019-06-01 23:30 UTC, loads
+/// yesterday in Berlin (where it is 2019-06-02 01:30): the same day again.
+#[tokio::test]
+async fn the_handler_loads_a_day_from_s3_with_the_url_from_secrets_manager() {
+    let db = TestDb::create().await;
+    let tag = tag();
+    let (landing_url, lake_url) = (
+        format!("s3://d2d-lambda-landing-{tag}"),
+        format!("s3://d2d-lambda-lake-{tag}/lake"),
+    );
+    let landing = Store::open(&landing_url).await.unwrap();
+    landing.create_if_missing().await.unwrap();
+    Store::open(&lake_url)
+        .await
+        .unwrap()
+        .create_if_missing()
+        .await
+        .unwrap();
+    let files = sample_day();
+    futures_util::stream::iter(files.iter().map(|(key, bytes)| {
+        let landing = landing.clone();
+        async move { landing.put(key, Bytes::from(bytes.clone())).await }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<()>>()
+    .await
+    .unwrap();
+
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&sdk().await)
+            .endpoint_url(endpoint())
+            .build(),
+    );
+    let secret = secrets
+        .create_secret()
+        .name(format!("d2d/lambda-{tag}/database-url"))
+        .secret_string(format!("{}\n", db.url))
+        .send()
+        .await
+        .unwrap();
+    let arn = secret.arn().unwrap().to_owned();
+
+    let endpoint = endpoint();
+    let vars = [
+        ("D2D_LANDING", landing_url.as_str()),
+        ("D2D_LAKE", lake_url.as_str()),
+        ("D2D_DATABASE_SECRET_ARN", arn.as_str()),
+        ("D2D_S3_ENDPOINT", endpoint.as_str()),
+        ("D2D_LANDING_LAYOUT", "nested:data/resources"),
+        ("D2D_TIME_ZONE", "Europe/Berlin"),
+    ];
+    let config = config(&vars);
+    let june_1: NaiveDate = "2019-06-01".parse().unwrap();
+    let now: DateTime<Utc> = "2019-06-01T23:30:00Z".parse().unwrap();
+
+    let event: Event = serde_json::from_str(r#"{"date": "2019-06-01"}"#).unwrap();
+    let first = handle_with(&config, event, now).await.unwrap();
+    assert_eq!(first.day, june_1);
+    assert!(!first.from_lake);
+    assert_eq!(first.files, 717);
+    assert_eq!(
+        first.bytes,
+        files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    );
+    assert_eq!(first.lines, first.events + first.duplicates + first.rejects);
+    assert!(first.events > 0 && first.fact_vehicle_event > 0 && first.vehicle_period_distance > 0);
+    let (status, day, audit_files, audit_events, audit_rejects) = load_run(&db, first.run_id).await;
+    assert_eq!(status, "succeeded");
+    assert_eq!(day, june_1);
+    assert_eq!(audit_files, Some(717));
+    assert_eq!(audit_events, Some(first.events as i64));
+    assert_eq!(audit_rejects, Some(first.rejects as i64));
+
+    // `{}`: yesterday in Berlin, where it is already 2019-06-02.
+    let event: Event = serde_json::from_str("{}").unwrap();
+    let again = handle_with(&config, event, now).await.unwrap();
+    assert_eq!(again.day, june_1);
+    assert_eq!(again.run_id, first.run_id + 1);
+    let counts = |s: &Summary| (s.files, s.lines, s.events, s.duplicates, s.rejects);
+    assert_eq!(counts(&again), counts(&first));
+
+    // The summary is the JSON the invocation returns.
+    let json = serde_json::to_value(&again).unwrap();
+    assert_eq!(json["day"], "2019-06-01");
+    assert_eq!(json["run_id"], again.run_id);
+    assert_eq!(json["files"], 717);
+}
+
+/// A day without files fails the invocation with the run's error, after the summary went to
+/// the SNS topic, redacted: the landing URL carries the AWS secret key of the environment.
+#[tokio::test]
+async fn a_failing_day_is_an_error_and_an_sns_alert() {
+    let db = TestDb::create().await;
+    let tag = tag();
+    let sns = aws_sdk_sns::Client::from_conf(
+        aws_sdk_sns::config::Builder::from(&sdk().await)
+            .endpoint_url(endpoint())
+            .build(),
+    );
+    let topic = sns
+        .create_topic()
+        .name(format!("d2d-lambda-alerts-{tag}"))
+        .send()
+        .await
+        .unwrap();
+    let topic_arn = topic.topic_arn().unwrap().to_owned();
+    let aws_secret = std::env::var("AWS_SECRET_ACCESS_KEY")
+        .expect("AWS_SECRET_ACCESS_KEY must be set (scripts/services sets it)");
+    assert!(
+        aws_secret.len() >= 6,
+        "a secret this short is not searched for"
+    );
+    let landing_url = format!("s3://d2d-lambda-empty-{tag}/in-{aws_secret}");
+    let lake_url = format!("s3://d2d-lambda-emptylake-{tag}");
+    for url in [&landing_url, &lake_url] {
+        Store::open(url)
+            .await
+            .unwrap()
+            .create_if_missing()
+            .await
+            .unwrap();
+    }
+    let endpoint = endpoint();
+    let config = config(&[
+        ("D2D_LANDING", landing_url.as_str()),
+        ("D2D_LAKE", lake_url.as_str()),
+        ("DATABASE_URL", db.url.as_str()),
+        ("D2D_S3_ENDPOINT", endpoint.as_str()),
+        ("D2D_ALERT_SNS_TOPIC", topic_arn.as_str()),
+    ]);
+    let day = Event {
+        date: "2019-06-02".parse().ok(),
+    };
+    let err = handle_with(&config, day, Utc::now()).await.unwrap_err();
+    assert!(matches!(err, Error::Run { .. }), "{err}");
+
+    let messages = published(&topic_arn).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let (message, subject) = &messages[0];
+    assert_eq!(subject, "d2d daily load failed: 2019-06-02");
+    for expected in [
+        "d2d lambda daily load FAILED",
+        "day: 2019-06-02",
+        "run: 1 (etl.load_run)",
+        "/in-***",
+    ] {
+        assert!(message.contains(expected), "{expected:?} in {message}");
+    }
+    assert!(!message.contains(&aws_secret), "{message}");
+    let (status, ..) = load_run(&db, 1).await;
+    assert_eq!(status, "failed");
+}
+
+/// The configuration from these variables alone (not the process environment).
+fn try_config(vars: &[(&str, &str)]) -> d2d_pipeline::Result<LambdaConfig> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    LambdaConfig::from_vars(|name| vars.get(name).cloned())
+}
+
+const BASE: [(&str, &str); 3] = [
+    ("D2D_LANDING", "s3://landing"),
+    ("D2D_LAKE", "s3://lake"),
+    ("DATABASE_URL", "postgres://u@h/d"),
+];
+
+#[test]
+fn yesterday_is_taken_in_the_configured_zone() {
+    let now: DateTime<Utc> = "2019-06-01T23:30:00Z".parse().unwrap();
+    let utc = try_config(&BASE).unwrap();
+    assert_eq!(utc.day(&Event::default(), now).to_string(), "2019-05-31");
+    let mut vars = BASE.to_vec();
+    vars.push(("D2D_TIME_ZONE", "Europe/Berlin"));
+    let berlin = try_config(&vars).unwrap();
+    assert_eq!(berlin.day(&Event::default(), now).to_string(), "2019-06-01");
+    let given = Event {
+        date: "2020-01-02".parse().ok(),
+    };
+    assert_eq!(berlin.day(&given, now).to_string(), "2020-01-02");
+}
+
+#[test]
+fn events_parse_with_and_without_a_date() {
+    let e: Event = serde_json::from_str(r#"{"date":"2019-06-01"}"#).unwrap();
+    assert_eq!(e.date.unwrap().to_string(), "2019-06-01");
+    let e: Event = serde_json::from_str("{}").unwrap();
+    assert_eq!(e.date, None);
+    assert!(serde_json::from_str::<Event>(r#"{"date":"June"}"#).is_err());
+}
+
+#[test]
+fn configuration_errors_name_the_variable() {
+    let err = try_config(&BASE[..2]).unwrap_err().to_string();
+    assert!(err.contains("D2D_DATABASE_SECRET_ARN"), "{err}");
+    let err = try_config(&BASE[1..]).unwrap_err().to_string();
+    assert!(err.contains("D2D_LANDING"), "{err}");
+    let mut vars = BASE.to_vec();
+    vars.push(("D2D_MOVE", "maybe"));
+    assert!(try_config(&vars)
+        .unwrap_err()
+        .to_string()
+        .contains("D2D_MOVE"));
+    let mut vars = BASE.to_vec();
+    vars.push(("D2D_TIME_ZONE", "Mars/Olympus"));
+    assert!(try_config(&vars)
+        .unwrap_err()
+        .to_string()
+        .contains("D2D_TIME_ZONE"));
+    let secret = try_config(&[
+        BASE[0],
+        BASE[1],
+        ("D2D_DATABASE_SECRET_ARN", "arn:aws:secretsmanager:x"),
+        ("D2D_MOVE", "true"),
+    ])
+    .unwrap();
+    assert_eq!(
+        secret.database,
+        d2d_pipeline::lambda::DatabaseSource::Secret("arn:aws:secretsmanager:x".into())
+    );
+    assert!(secret.run.move_landing);
+}
