@@ -449,26 +449,26 @@ async fn sample_day_on_s3_through_the_binaries() {
     }
 }
 
-/// One plain HTTP/1.0 request to the moto server of `D2D_S3_ENDPOINT` (its SNS query API and
-/// `/moto-api/` need no signature); the response body.
-async fn moto_http(method: &str, path: &str, form: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// SNS and SQS clients on the moto server of `D2D_S3_ENDPOINT`.
+async fn sns_and_sqs() -> (aws_sdk_sns::Client, aws_sdk_sqs::Client) {
     let endpoint = std::env::var("D2D_S3_ENDPOINT")
         .expect("D2D_S3_ENDPOINT must name the test S3 server (scripts/test sets it)");
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20190601/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.contains(" 200 "), "{head}\n{body}");
-    body.to_owned()
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region("us-east-1")
+        .load()
+        .await;
+    (
+        aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(&sdk)
+                .endpoint_url(&endpoint)
+                .build(),
+        ),
+        aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk)
+                .endpoint_url(&endpoint)
+                .build(),
+        ),
+    )
 }
 
 /// `--alert-sns-topic`: a failing day (no landing files) publishes the failure summary to the
@@ -481,14 +481,45 @@ async fn a_failing_day_alerts_by_sns() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    let topic = format!("d2d-alerts-{}-{nanos}", std::process::id());
-    let created = moto_http("POST", "/", &format!("Action=CreateTopic&Name={topic}")).await;
-    let arn = created
-        .split("<TopicArn>")
-        .nth(1)
-        .and_then(|s| s.split("</TopicArn>").next())
+    let name = format!("d2d-alerts-{}-{nanos}", std::process::id());
+    // The topic's messages are read back through a subscribed SQS queue: the SNS and SQS APIs
+    // alone (moto's `/moto-api/data.json` dumps every service and fails on S3 objects that
+    // other tests left behind).
+    let (sns, sqs) = sns_and_sqs().await;
+    let arn = sns
+        .create_topic()
+        .name(&name)
+        .send()
+        .await
         .unwrap()
-        .to_owned();
+        .topic_arn
+        .unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .unwrap();
+    sns.subscribe()
+        .topic_arn(&arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .unwrap();
     let secret = format!("wJalrXUtnFEMI-d2d-test-{nanos}");
     let tmp = std::env::temp_dir().join(format!("d2d-sns-{}-{nanos}", std::process::id()));
     let landing = tmp.join(format!("landing-{secret}"));
@@ -516,17 +547,24 @@ async fn a_failing_day_alerts_by_sns() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("SNS alert failed"), "{stderr}");
 
-    let data: serde_json::Value =
-        serde_json::from_str(&moto_http("GET", "/moto-api/data.json", "").await).unwrap();
-    let sent: Vec<&serde_json::Value> = data["sns"]["Topic"]
-        .as_array()
+    let sent: Vec<serde_json::Value> = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
         .unwrap()
+        .messages()
         .iter()
-        .filter(|t| t["arn"] == arn.as_str())
-        .flat_map(|t| t["sent_notifications"].as_array().unwrap())
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
         .collect();
     assert_eq!(sent.len(), 1, "{sent:?}");
-    let (message, subject) = (sent[0][1].as_str().unwrap(), sent[0][2].as_str().unwrap());
+    // SNS's envelope around the message, as SQS receives it.
+    let (message, subject) = (
+        sent[0]["Message"].as_str().unwrap(),
+        sent[0]["Subject"].as_str().unwrap(),
+    );
     assert_eq!(subject, "d2d daily_load failed: 2019-06-02");
     for expected in [
         "d2d daily_load FAILED",

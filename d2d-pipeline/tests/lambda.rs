@@ -19,7 +19,6 @@ use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
 use futures_util::{StreamExt, TryStreamExt};
 use support::{sample_day, TestDb};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn endpoint() -> String {
     std::env::var("D2D_S3_ENDPOINT")
@@ -45,39 +44,69 @@ async fn sdk() -> aws_config::SdkConfig {
         .await
 }
 
-/// `GET path` on the moto server: its `/moto-api/` endpoints are plain HTTP.
-async fn moto_get(path: &str) -> String {
-    let endpoint = endpoint();
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+/// An SQS queue on moto subscribed to `topic_arn`, so that the test reads what the topic
+/// published through the SNS and SQS APIs alone (moto's `/moto-api/data.json` dumps every
+/// service's state and fails on S3 objects other tests left behind).
+async fn subscribe_queue(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    tag: &str,
+) -> (aws_sdk_sqs::Client, String) {
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk().await)
+            .endpoint_url(endpoint())
+            .build(),
+    );
+    let url = sqs
+        .create_queue()
+        .queue_name(format!("d2d-lambda-alerts-{tag}"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
         .await
         .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_owned()
+    let queue_arn = attributes
+        .attributes()
+        .unwrap()
+        .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .unwrap()
+        .clone();
+    sns.subscribe()
+        .topic_arn(topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .unwrap();
+    (sqs, url)
 }
 
-/// The messages moto's SNS received on `topic_arn`: (message, subject).
-async fn published(topic_arn: &str) -> Vec<(String, String)> {
-    let data: serde_json::Value =
-        serde_json::from_str(&moto_get("/moto-api/data.json").await).unwrap();
-    data["sns"]["Topic"]
-        .as_array()
-        .unwrap()
+/// The messages the topic delivered to the queue: (message, subject).
+async fn published(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<(String, String)> {
+    let received = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    received
+        .messages()
         .iter()
-        .filter(|t| t["arn"] == topic_arn)
-        .flat_map(|t| t["sent_notifications"].as_array().unwrap().clone())
-        .map(|n| {
+        .map(|m| {
+            // SNS's envelope around the message, as SQS receives it.
+            let envelope: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
             (
-                n[1].as_str().unwrap().to_owned(),
-                n[2].as_str().unwrap_or_default().to_owned(),
+                envelope["Message"].as_str().unwrap().to_owned(),
+                envelope["Subject"].as_str().unwrap_or_default().to_owned(),
             )
         })
         .collect()
@@ -207,6 +236,7 @@ async fn a_failing_day_is_an_error_and_an_sns_alert() {
         .await
         .unwrap();
     let topic_arn = topic.topic_arn().unwrap().to_owned();
+    let (sqs, queue_url) = subscribe_queue(&sns, &topic_arn, &tag).await;
     let aws_secret = std::env::var("AWS_SECRET_ACCESS_KEY")
         .expect("AWS_SECRET_ACCESS_KEY must be set (scripts/services sets it)");
     assert!(
@@ -237,7 +267,7 @@ async fn a_failing_day_is_an_error_and_an_sns_alert() {
     let err = handle_with(&config, day, Utc::now()).await.unwrap_err();
     assert!(matches!(err, Error::Run { .. }), "{err}");
 
-    let messages = published(&topic_arn).await;
+    let messages = published(&sqs, &queue_url).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     let (message, subject) = &messages[0];
     assert_eq!(subject, "d2d daily load failed: 2019-06-02");
