@@ -217,7 +217,8 @@ fn print_summary(
     for (field, r) in &profile.coordinate_ranges {
         writeln!(out, "  {field:<26}{} .. {}", r.min, r.max)?;
     }
-    let (averages, overall) = distance::averages(periods, rows);
+    let all_averages = distance::averages(periods, rows);
+    let (averages, overall) = (all_averages.periods, all_averages.overall);
     writeln!(out, "\naverage distance per operating period")?;
     for a in &averages {
         let avg = a

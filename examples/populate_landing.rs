@@ -24,8 +24,9 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use clap::Parser;
-use d2d::pipeline::lake::{self, LakeOptions, Progress};
+use d2d::pipeline::lake;
 use d2d::pipeline::store::{Store, StoreOptions};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 /// Upload a local folder of landing files to a landing store (S3 or a folder), keeping keys and
 /// bytes.
@@ -82,31 +83,31 @@ async fn run(args: &Args) -> d2d::pipeline::Result<()> {
         objects = lake::select_day(objects, day);
     }
     let terminal = std::io::stderr().is_terminal();
-    let report = |p: Progress<'_>| {
+    let bytes: u64 = objects.iter().map(|o| o.size).sum();
+    // Up to `--concurrency` copies in flight; the first error stops the rest.
+    let mut copies = stream::iter(&objects)
+        .map(|o| {
+            let (source, target) = (&source, &target);
+            async move { target.copy_from(source, &o.key, &o.key).await.map(|_| o) }
+        })
+        .buffer_unordered(args.concurrency.max(1));
+    let (mut files_done, mut bytes_done) = (0usize, 0u64);
+    while let Some(o) = copies.try_next().await? {
+        files_done += 1;
+        bytes_done += o.size;
         if terminal {
             eprint!(
-                "\r{}/{} files, {:.1}/{:.1} MB",
-                p.files_done,
-                p.files_total,
-                mb(p.bytes_done),
-                mb(p.bytes_total)
+                "\r{files_done}/{} files, {:.1}/{:.1} MB",
+                objects.len(),
+                mb(bytes_done),
+                mb(bytes)
             );
             let _ = std::io::stderr().flush();
         }
-    };
-    let lake_options = LakeOptions {
-        concurrency: args.concurrency,
-        ..LakeOptions::default()
-    };
-    lake::for_each_object(&objects, &lake_options, &report, |_, o| {
-        let (source, target) = (&source, &target);
-        async move { target.copy_from(source, &o.key, &o.key).await }
-    })
-    .await?;
+    }
     if terminal {
         eprintln!();
     }
-    let bytes: u64 = objects.iter().map(|o| o.size).sum();
     println!(
         "uploaded {} files ({:.1} MB) from {} to {} in {:.1} s",
         objects.len(),

@@ -63,10 +63,28 @@ pub struct PeriodDistance {
     pub metres: f64,
 }
 
-/// Sums the distance along fixes already in track order; returns (fixes kept, metres).
-pub fn track_length(fixes: &[Location], options: &DistanceOptions) -> (u64, f64) {
+/// The length of a track: what [`track_length`] returns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct TrackLength {
+    /// Fixes kept (the first one, and every later one not dropped by the speed filter).
+    pub fixes: u64,
+    /// Metres travelled along the kept fixes.
+    pub metres: f64,
+}
+
+/// Sums the distance along fixes already in track order.
+///
+/// ```
+/// use d2d_model::distance::{track_length, DistanceOptions};
+/// assert_eq!(track_length(&[], &DistanceOptions::default()).fixes, 0);
+/// ```
+pub fn track_length(fixes: &[Location], options: &DistanceOptions) -> TrackLength {
     let walk = walk(fixes, options);
-    (walk.kept, walk.metres)
+    TrackLength {
+        fixes: walk.kept,
+        metres: walk.metres,
+    }
 }
 
 struct Walk<'a> {
@@ -155,12 +173,19 @@ pub struct PeriodAverage {
     pub total_metres: f64,
 }
 
+/// What [`averages`] returns: one row per period and the average over all of them.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Averages {
+    /// One row per non-deleted period (also those without vehicles), sorted by period id.
+    pub periods: Vec<PeriodAverage>,
+    /// Mean metres over all (period, vehicle) pairs; `None` when there are none.
+    pub overall: Option<f64>,
+}
+
 /// One row per non-deleted period (also those without vehicles), sorted by period id, plus the
 /// average over all (period, vehicle) pairs.
-pub fn averages(
-    periods: &[PeriodState],
-    rows: &[PeriodDistance],
-) -> (Vec<PeriodAverage>, Option<f64>) {
+pub fn averages(periods: &[PeriodState], rows: &[PeriodDistance]) -> Averages {
     let mut out: Vec<PeriodAverage> = periods
         .iter()
         .filter(|p| !p.deleted)
@@ -178,7 +203,10 @@ pub fn averages(
     out.sort_by(|a, b| a.period.cmp(&b.period));
     let overall =
         (!rows.is_empty()).then(|| rows.iter().map(|r| r.metres).sum::<f64>() / rows.len() as f64);
-    (out, overall)
+    Averages {
+        periods: out,
+        overall,
+    }
 }
 
 #[cfg(test)]
@@ -226,14 +254,26 @@ mod tests {
             fix(1.0, 0.0, "10:00:20"),
             fix(2.0, 0.0, "10:00:30"),
         ];
-        let (n, m) = track_length(&fixes, &DistanceOptions::default());
+        let TrackLength {
+            fixes: n,
+            metres: m,
+        } = track_length(&fixes, &DistanceOptions::default());
         assert_eq!(n, 4);
         assert!((m - 2.0 * 111_195.08).abs() < 0.1);
         assert_eq!(
             track_length(&fixes[..1], &DistanceOptions::default()),
-            (1, 0.0)
+            TrackLength {
+                fixes: 1,
+                metres: 0.0
+            }
         );
-        assert_eq!(track_length(&[], &DistanceOptions::default()), (0, 0.0));
+        assert_eq!(
+            track_length(&[], &DistanceOptions::default()),
+            TrackLength {
+                fixes: 0,
+                metres: 0.0
+            }
+        );
     }
 
     #[test]
@@ -249,10 +289,16 @@ mod tests {
         let slow = DistanceOptions {
             max_speed_mps: Some(50.0),
         };
-        let (n, m) = track_length(&fixes, &slow);
+        let TrackLength {
+            fixes: n,
+            metres: m,
+        } = track_length(&fixes, &slow);
         assert_eq!(n, 3);
         assert!((m - 2.0 * 111.195).abs() < 0.01, "{m}");
-        let (n_all, m_all) = track_length(&fixes, &DistanceOptions::default());
+        let TrackLength {
+            fixes: n_all,
+            metres: m_all,
+        } = track_length(&fixes, &DistanceOptions::default());
         assert_eq!(n_all, 5);
         assert!(m_all > 200_000.0);
     }
@@ -299,7 +345,10 @@ mod tests {
         assert_eq!(rows[0].first_at, fix(0.0, 0.0, "10:00:00").at);
         assert_eq!(rows[0].last_at, fix(0.0, 0.0, "11:00:00").at);
 
-        let (avg, overall) = averages(&periods, &rows);
+        let Averages {
+            periods: avg,
+            overall,
+        } = averages(&periods, &rows);
         assert_eq!(avg.len(), 2);
         assert_eq!(avg[0].period.as_str(), "empty");
         assert_eq!((avg[0].vehicles, avg[0].avg_metres), (0, None));

@@ -16,6 +16,7 @@ use crate::time::format_timestamp;
 
 /// Why a value could not become a domain type.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidValue {
     /// An identifier is empty, too long, or holds control characters.
     #[error("{0:?} is not a valid id (1 to 256 printable characters)")]
@@ -95,24 +96,6 @@ macro_rules! id_type {
                 Self::new(s).map_err(serde::de::Error::custom)
             }
         }
-
-        /// Binds as text (`text`, `varchar`, ...), with the `postgres` feature.
-        #[cfg(feature = "postgres")]
-        impl postgres_types::ToSql for $name {
-            fn to_sql(
-                &self,
-                ty: &postgres_types::Type,
-                out: &mut bytes::BytesMut,
-            ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                <&str as postgres_types::ToSql>::to_sql(&self.as_str(), ty, out)
-            }
-
-            fn accepts(ty: &postgres_types::Type) -> bool {
-                <&str as postgres_types::ToSql>::accepts(ty)
-            }
-
-            postgres_types::to_sql_checked!();
-        }
     };
 }
 
@@ -149,6 +132,19 @@ pub struct Position {
     lng: f64,
 }
 
+/// Why [`Position::new`] refused a latitude/longitude pair: which coordinate, and what is
+/// wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{coordinate}: {error}")]
+#[non_exhaustive]
+pub struct InvalidPosition {
+    /// `"lat"` or `"lng"`.
+    pub coordinate: &'static str,
+    /// What is wrong with its value.
+    #[source]
+    pub error: InvalidValue,
+}
+
 impl Position {
     /// Validates a latitude/longitude pair. The error says which of the two is wrong.
     ///
@@ -156,12 +152,14 @@ impl Position {
     /// use d2d_model::event::Position;
     /// assert!(Position::new(52.52, 13.405).is_ok());
     /// let err = Position::new(91.2, 0.0).unwrap_err();
-    /// assert_eq!(err.0, "lat");
-    /// assert_eq!(err.1.to_string(), "91.2 is outside [-90, 90]");
+    /// assert_eq!(err.coordinate, "lat");
+    /// assert_eq!(err.error.to_string(), "91.2 is outside [-90, 90]");
+    /// assert_eq!(err.to_string(), "lat: 91.2 is outside [-90, 90]");
     /// ```
-    pub fn new(lat: f64, lng: f64) -> Result<Self, (&'static str, InvalidValue)> {
-        check_coordinate(lat, 90.0).map_err(|e| ("lat", e))?;
-        check_coordinate(lng, 180.0).map_err(|e| ("lng", e))?;
+    pub fn new(lat: f64, lng: f64) -> Result<Self, InvalidPosition> {
+        let invalid = |coordinate| move |error| InvalidPosition { coordinate, error };
+        check_coordinate(lat, 90.0).map_err(invalid("lat"))?;
+        check_coordinate(lng, 180.0).map_err(invalid("lng"))?;
         // -0.0 and 0.0 are the same place; normalising keeps Eq and Hash consistent.
         Ok(Self {
             lat: lat + 0.0,
@@ -467,28 +465,18 @@ mod tests {
         assert_eq!(VehicleId::new("op_1").unwrap().as_str(), "op_1");
     }
 
-    #[cfg(feature = "postgres")]
-    #[test]
-    fn ids_bind_as_postgres_text() {
-        use postgres_types::{ToSql, Type};
-        let mut out = bytes::BytesMut::new();
-        let id = VehicleId::new("3a3eb23a").unwrap();
-        id.to_sql_checked(&Type::TEXT, &mut out).unwrap();
-        assert_eq!(&out[..], b"3a3eb23a");
-        assert!(<PeriodId as ToSql>::accepts(&Type::VARCHAR));
-        assert!(!<PeriodId as ToSql>::accepts(&Type::INT4));
-        assert!(id.to_sql_checked(&Type::INT4, &mut out).is_err());
-    }
-
     #[test]
     fn positions_are_range_checked() {
         assert!(Position::new(90.0, 180.0).is_ok());
         assert!(Position::new(-90.0, -180.0).is_ok());
-        assert_eq!(Position::new(90.0001, 0.0).unwrap_err().0, "lat");
-        assert_eq!(Position::new(0.0, -180.5).unwrap_err().0, "lng");
-        assert_eq!(Position::new(f64::NAN, 0.0).unwrap_err().0, "lat");
+        assert_eq!(Position::new(90.0001, 0.0).unwrap_err().coordinate, "lat");
+        assert_eq!(Position::new(0.0, -180.5).unwrap_err().coordinate, "lng");
+        assert_eq!(Position::new(f64::NAN, 0.0).unwrap_err().coordinate, "lat");
         assert_eq!(
-            Position::new(0.0, f64::INFINITY).unwrap_err().1.to_string(),
+            Position::new(0.0, f64::INFINITY)
+                .unwrap_err()
+                .error
+                .to_string(),
             "inf is not a finite number"
         );
         assert_eq!(

@@ -6,7 +6,8 @@
 //! - [`event`]: the event types (vehicle register/update/deregister, operating period
 //!   create/delete), valid by construction, serialisable to the feed's JSON.
 //! - [`parse`]: NDJSON to events; every bad line becomes a [`reject::Reject`] naming source,
-//!   line and field. Sequential and rayon-parallel paths give identical results.
+//!   line and field. Sequential and rayon-parallel (feature `parallel`) paths give identical
+//!   results.
 //! - [`period`], [`track`], [`distance`]: resolved operating periods, per-vehicle tracks, and
 //!   the distance each vehicle travelled during each period (haversine, R = 6,371,008.8 m).
 //! - [`check`]: the data-check profile of a batch.
@@ -31,9 +32,9 @@
 //!
 //! ## Cargo features
 //!
-//! | feature | what it adds |
-//! |---|---|
-//! | `postgres` | `postgres_types::ToSql` for the id newtypes, for binding them in queries |
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `parallel` | on | [`parse_bytes_par`] and [`parse::parse_sources`] on rayon's threads; without it they run on the calling thread, with the same results, and rayon is not a dependency |
 
 pub mod check;
 pub mod distance;

@@ -26,7 +26,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use rayon::prelude::*;
 use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -146,9 +145,10 @@ impl Merger {
     }
 }
 
-/// Parses `items` across rayon's threads and merges them in order. Items are taken a batch
-/// at a time (a few MiB of input per thread) and folded in before the next batch, so memory
-/// holds the distinct events plus one batch, not every line of the input.
+/// Parses `items` across rayon's threads (on the calling thread without the `parallel`
+/// feature) and merges them in order. Items are taken a batch at a time (a few MiB of input
+/// per thread) and folded in before the next batch, so memory holds the distinct events plus
+/// one batch, not every line of the input.
 fn parse_batched<T: Sync>(
     items: &[T],
     batch_bytes: usize,
@@ -166,7 +166,13 @@ fn parse_batched<T: Sync>(
         }
         let (batch, tail) = rest.split_at(n);
         let hasher = &merger.hasher;
-        let parts: Vec<Part> = batch.par_iter().map(|item| parse(item, hasher)).collect();
+        #[cfg(feature = "parallel")]
+        let parts: Vec<Part> = {
+            use rayon::prelude::*;
+            batch.par_iter().map(|item| parse(item, hasher)).collect()
+        };
+        #[cfg(not(feature = "parallel"))]
+        let parts: Vec<Part> = batch.iter().map(|item| parse(item, hasher)).collect();
         for part in parts {
             merger.add(part);
         }
@@ -214,13 +220,18 @@ const CHUNK: usize = 256 * 1024;
 
 /// Input parsed in parallel before its events are merged: 8 chunks per thread.
 fn batch_bytes() -> usize {
-    rayon::current_num_threads().max(1) * 8 * CHUNK
+    #[cfg(feature = "parallel")]
+    let threads = rayon::current_num_threads().max(1);
+    #[cfg(not(feature = "parallel"))]
+    let threads = 1;
+    threads * 8 * CHUNK
 }
 
 /// Parses a whole NDJSON buffer across rayon's threads. The result is identical to
-/// [`parse_bytes`]: same events, rejects, counts, in the same order.
+/// [`parse_bytes`]: same events, rejects, counts, in the same order. Without the `parallel`
+/// feature it is [`parse_bytes`].
 pub fn parse_bytes_par(source: &str, bytes: &[u8]) -> Parsed {
-    if bytes.len() <= CHUNK {
+    if !cfg!(feature = "parallel") || bytes.len() <= CHUNK {
         return parse_bytes(source, bytes);
     }
     parse_split(source, bytes, CHUNK, batch_bytes())
@@ -247,8 +258,9 @@ fn parse_split(source: &str, bytes: &[u8], chunk: usize, batch_bytes: usize) -> 
     )
 }
 
-/// Parses many sources (files, objects) in parallel, one task per source, and merges them in
-/// the given order, de-duplicating across sources.
+/// Parses many sources (files, objects) in parallel, one task per source (one after the other
+/// without the `parallel` feature), and merges them in the given order, de-duplicating across
+/// sources.
 pub fn parse_sources<S, B>(sources: &[(S, B)]) -> Parsed
 where
     S: AsRef<str> + Sync,
@@ -520,15 +532,14 @@ impl RawLocation<'_> {
         let (Some(lat), Some(lng), Some(_)) = (self.lat, self.lng, self.at.as_ref()) else {
             return Ok(None);
         };
-        let position =
-            Position::new(lat, lng).map_err(|(which, error)| RejectReason::InvalidValue {
-                field: if which == "lat" {
-                    "data.location.lat"
-                } else {
-                    "data.location.lng"
-                },
-                error,
-            })?;
+        let position = Position::new(lat, lng).map_err(|e| RejectReason::InvalidValue {
+            field: if e.coordinate == "lat" {
+                "data.location.lat"
+            } else {
+                "data.location.lng"
+            },
+            error: e.error,
+        })?;
         let at = match self.at {
             Some(Text(s)) if *s == *envelope.0 => envelope.1,
             other => timestamp(other, "data.location.at")?,

@@ -146,6 +146,19 @@ impl fmt::Display for RejectReason {
     }
 }
 
+/// The `Err` of [`crate::parse_line`]: a reason is an error in its own right, so it can be
+/// returned with `?` into a `Box<dyn Error>` or an `anyhow::Error`, and its cause (an invalid
+/// value, a bad timestamp) is reachable through [`std::error::Error::source`].
+impl std::error::Error for RejectReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidValue { error, .. } => Some(error),
+            Self::InvalidTimestamp { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// A refused line, verbatim, with its origin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reject {
@@ -165,7 +178,11 @@ impl fmt::Display for Reject {
     }
 }
 
-impl std::error::Error for Reject {}
+impl std::error::Error for Reject {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.reason)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -192,6 +209,35 @@ mod tests {
         );
         assert_eq!(r.reason.code(), "invalid_coordinate");
         assert_eq!(r.reason.field(), Some("data.location.lat"));
+    }
+
+    #[test]
+    fn reasons_are_errors_with_their_cause_as_source() {
+        use std::error::Error;
+        let reason = RejectReason::InvalidValue {
+            field: "data.location.lng",
+            error: InvalidValue::NonFinite { value: f64::NAN },
+        };
+        let boxed: Box<dyn Error> = Box::new(reason.clone());
+        assert_eq!(
+            boxed.to_string(),
+            "data.location.lng: NaN is not a finite number"
+        );
+        let cause = boxed.source().map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("NaN is not a finite number"));
+        assert!(RejectReason::NotAnObject.source().is_none());
+
+        let reject = Reject {
+            source: "a.txt".into(),
+            line: 1,
+            raw: Vec::new(),
+            reason,
+        };
+        let source = reject.source().map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("data.location.lng: NaN is not a finite number")
+        );
     }
 
     #[test]

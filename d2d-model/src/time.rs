@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 /// Why a timestamp string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TimestampError {
     /// The string does not have the RFC 3339 shape `YYYY-MM-DDTHH:MM:SS[.f][Z|±HH:MM]`.
     #[error("not an RFC 3339 timestamp")]

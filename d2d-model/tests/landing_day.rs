@@ -173,7 +173,11 @@ fn distances_match_an_independent_computation() {
     }
 
     // Pinned totals, computed in Python from the raw files (json + math, own haversine).
-    let (avg, overall) = distance::averages(&periods, &rows);
+    let distance::Averages {
+        periods: avg,
+        overall,
+        ..
+    } = distance::averages(&periods, &rows);
     let by_period = |id: &str| avg.iter().find(|a| a.period.as_str() == id).unwrap();
     let fixes_in = |id: &str| {
         rows.iter()

@@ -814,20 +814,9 @@ pub async fn delete_landing(
 /// Runs `f(index, object)` on every object, at most `options.concurrency` at once, reports
 /// progress as each one finishes, and returns the results in the order of `objects`. Stops at
 /// the first error (objects in flight are abandoned; not yet started ones never start). The
-/// bulk steps of this module are built on it; it serves any per-object step (uploads, parses).
-///
-/// ```
-/// # async fn demo(store: &d2d_pipeline::store::Store) -> d2d_pipeline::Result<()> {
-/// use d2d_pipeline::lake::{for_each_object, no_progress, LakeOptions};
-/// let objects = store.list("data/").await?;
-/// let sizes = for_each_object(&objects, &LakeOptions::default(), &no_progress, |_, o| async move {
-///     Ok(store.get(&o.key).await?.len())
-/// })
-/// .await?;
-/// assert_eq!(sizes.len(), objects.len());
-/// # Ok(()) }
-/// ```
-pub async fn for_each_object<'a, T, F, Fut>(
+/// bulk steps of this module are built on it. Crate-private: a generic concurrency helper is
+/// not part of the lake's domain (a caller outside uses `futures_util`'s `buffer_unordered`).
+pub(crate) async fn for_each_object<'a, T, F, Fut>(
     objects: &'a [ObjectMeta],
     options: &LakeOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),

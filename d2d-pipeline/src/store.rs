@@ -447,8 +447,9 @@ pub(crate) fn check_key(key: &str) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (checksums in the audit tables). Crate-private: not part of the
+/// store's domain.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

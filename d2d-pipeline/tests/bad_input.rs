@@ -286,7 +286,7 @@ async fn every_kind_of_bad_input_has_its_documented_outcome() {
     assert_eq!(row.get::<_, Option<i64>>(1), Some(HUGE as i64));
     assert_eq!(
         row.get::<_, Option<String>>(2),
-        Some(d2d_pipeline::store::hex(&expected_sha))
+        Some(hex::encode(expected_sha))
     );
     let unmeasured: i64 = wh
         .client()

@@ -457,7 +457,7 @@ async fn a_different_lake_object_is_kept_unless_replacing_is_allowed() {
         "{text}"
     );
     for b in [&b"{\"a\":2}\n"[..], &b"{\"a\":1}\n"[..]] {
-        let sha = d2d_pipeline::store::hex(&Sha256::digest(b));
+        let sha = hex::encode(Sha256::digest(b));
         assert!(
             text.contains(&format!("8 bytes with SHA-256 {sha}")),
             "{text}"

@@ -44,7 +44,7 @@ async fn assert_bi_matches_model(db: &TestDb, files: &[(String, Vec<u8>)]) {
     let events = || all.events.iter().map(|r| &r.event);
     let periods = resolve_periods(events());
     let rows = period_distances(&periods, &tracks(events()), &DistanceOptions::default());
-    let (expected, _) = averages(&periods, &rows);
+    let expected = averages(&periods, &rows).periods;
     let wh = Warehouse::connect(&db.url).await.unwrap();
     let got = wh.period_averages().await.unwrap();
     assert_eq!(got.len(), expected.len());

@@ -125,7 +125,8 @@ async fn sample_day_matches_d2d_model() {
     let events = || all.events.iter().map(|r| &r.event);
     let periods = resolve_periods(events());
     let rows = period_distances(&periods, &tracks(events()), &DistanceOptions::default());
-    let (expected, overall) = averages(&periods, &rows);
+    let all_averages = averages(&periods, &rows);
+    let (expected, overall) = (all_averages.periods, all_averages.overall);
     assert!(!rows.is_empty() && expected.len() >= 2);
 
     assert_eq!(report.files, 717);
@@ -397,7 +398,7 @@ fn model_answer(files: &[&(String, Vec<u8>)]) -> Vec<(String, i64, Option<f64>, 
     let periods = resolve_periods(events());
     let rows = period_distances(&periods, &tracks(events()), &DistanceOptions::default());
     averages(&periods, &rows)
-        .0
+        .periods
         .into_iter()
         .map(|a| {
             (

@@ -84,110 +84,143 @@ pub struct DayLoadReport {
     pub merge: Duration,
 }
 
-struct VehicleRow {
-    landing_day: NaiveDate,
-    source_key: String,
-    source_time: Option<NaiveDateTime>,
-    line: i64,
-    event: &'static str,
-    vehicle_id: String,
-    organization_id: String,
-    event_at: DateTime<Utc>,
-    lat: Option<f64>,
-    lng: Option<f64>,
-    location_at: Option<DateTime<Utc>>,
+/// A row of a staging table, written by binary COPY. Implemented by [`staged_row!`] only.
+pub(super) trait StagedRow {
+    /// The `COPY … FROM STDIN (FORMAT binary)` statement.
+    const COPY: &'static str;
+    /// Column types, in the statement's order.
+    const TYPES: &'static [Type];
+    /// The table, for messages.
+    const TABLE: &'static str;
+    /// Column values, in the statement's order.
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)>;
 }
 
-struct PeriodRow {
-    source_key: String,
-    source_time: Option<NaiveDateTime>,
-    line: i64,
-    event: &'static str,
-    operating_period_id: String,
-    organization_id: String,
-    event_at: DateTime<Utc>,
-    start_at: DateTime<Utc>,
-    finish_at: DateTime<Utc>,
+/// The PostgreSQL type a Rust value is staged as; `Option<T>` stages as `T` (NULL for `None`).
+trait PgColumn {
+    const TYPE: Type;
 }
 
-/// An update event staged that may repeat another of the day: `dwh.merge_day` keeps the
-/// first in landing order of the events equal to it.
-struct CandidateRow {
-    vehicle_id: String,
-    organization_id: String,
-    event_at: DateTime<Utc>,
-    lat: f64,
-    lng: f64,
-    location_at: DateTime<Utc>,
+macro_rules! pg_column {
+    ($($rust:ty => $pg:ident),* $(,)?) => {
+        $(impl PgColumn for $rust {
+            const TYPE: Type = Type::$pg;
+        })*
+    };
 }
 
-struct RejectRow {
-    source_key: String,
-    source_time: Option<NaiveDateTime>,
-    line: i64,
-    code: &'static str,
-    field: Option<String>,
-    reason: String,
-    /// At most [`crate::lake::REJECT_RAW_BYTES`] bytes of the line, as text.
-    raw: String,
-    /// The whole line's length and SHA-256 (hex); `None` for a file refused as a whole.
-    raw_length: Option<i64>,
-    raw_sha256: Option<String>,
+pg_column! {
+    String => TEXT,
+    &'static str => TEXT,
+    i64 => INT8,
+    f64 => FLOAT8,
+    NaiveDate => DATE,
+    NaiveDateTime => TIMESTAMP,
+    DateTime<Utc> => TIMESTAMPTZ,
 }
 
-// FREEZE: dwh.begin_day truncated the table in this transaction.
-const VEHICLE_COPY: &str = "COPY staging.vehicle_event (landing_day, source_key, source_time, \
-    line, event, vehicle_id, organization_id, event_at, lat, lng, location_at) \
-    FROM STDIN (FORMAT binary, FREEZE)";
-const VEHICLE_TYPES: &[Type] = &[
-    Type::DATE,
-    Type::TEXT,
-    Type::TIMESTAMP,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::TIMESTAMPTZ,
-];
-const PERIOD_COPY: &str = "COPY staging.period_event (source_key, source_time, line, event, \
-    operating_period_id, organization_id, event_at, start_at, finish_at) FROM STDIN (FORMAT binary)";
-const PERIOD_TYPES: &[Type] = &[
-    Type::TEXT,
-    Type::TIMESTAMP,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-];
-const CANDIDATE_COPY: &str = "COPY staging.duplicate_candidate (vehicle_id, organization_id, \
-    event_at, lat, lng, location_at) FROM STDIN (FORMAT binary)";
-const CANDIDATE_TYPES: &[Type] = &[
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::TIMESTAMPTZ,
-];
-const REJECT_COPY: &str = "COPY staging.reject (source_key, source_time, line, code, field, \
-    reason, raw, raw_length, raw_sha256) FROM STDIN (FORMAT binary)";
-const REJECT_TYPES: &[Type] = &[
-    Type::TEXT,
-    Type::TIMESTAMP,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::TEXT,
-];
+impl<T: PgColumn> PgColumn for Option<T> {
+    const TYPE: Type = T::TYPE;
+}
+
+/// Declares a staging row once: the struct, whose fields are the table's columns in COPY
+/// order, and its [`StagedRow`] (COPY statement, types from [`PgColumn`], values).
+/// `$options` is appended inside `(FORMAT binary…)`, e.g. `", FREEZE"`.
+macro_rules! staged_row {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident => $table:literal, $options:literal {
+            $( $(#[$field_meta:meta])* $column:ident : $ty:ty ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        struct $name {
+            $( $(#[$field_meta])* $column: $ty, )+
+        }
+
+        impl StagedRow for $name {
+            const COPY: &'static str = concat!(
+                "COPY ", $table, " (",
+                staged_row!(@columns $($column)+),
+                ") FROM STDIN (FORMAT binary", $options, ")"
+            );
+            const TYPES: &'static [Type] = &[$(<$ty as PgColumn>::TYPE),+];
+            const TABLE: &'static str = $table;
+            fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+                vec![$(&self.$column),+]
+            }
+        }
+    };
+    (@columns $first:ident $($rest:ident)*) => {
+        concat!(stringify!($first) $(, ", ", stringify!($rest))*)
+    };
+}
+// Each staging row is declared once: its fields are the table's columns, in COPY order, and
+// each column's PostgreSQL type follows from its Rust type (`PgColumn`). The COPY statement,
+// the type list and `values()` are generated from that declaration, so a column cannot be
+// named in one order and written in another.
+staged_row! {
+    /// A vehicle event of the day.
+    // FREEZE: dwh.begin_day truncated the table in this transaction.
+    struct VehicleRow => "staging.vehicle_event", ", FREEZE" {
+        landing_day: NaiveDate,
+        source_key: String,
+        source_time: Option<NaiveDateTime>,
+        line: i64,
+        event: &'static str,
+        vehicle_id: String,
+        organization_id: String,
+        event_at: DateTime<Utc>,
+        lat: Option<f64>,
+        lng: Option<f64>,
+        location_at: Option<DateTime<Utc>>,
+    }
+}
+
+staged_row! {
+    /// An operating period event of the day.
+    struct PeriodRow => "staging.period_event", "" {
+        source_key: String,
+        source_time: Option<NaiveDateTime>,
+        line: i64,
+        event: &'static str,
+        operating_period_id: String,
+        organization_id: String,
+        event_at: DateTime<Utc>,
+        start_at: DateTime<Utc>,
+        finish_at: DateTime<Utc>,
+    }
+}
+
+staged_row! {
+    /// An update event staged that may repeat another of the day: `dwh.merge_day` keeps the
+    /// first in landing order of the events equal to it.
+    struct CandidateRow => "staging.duplicate_candidate", "" {
+        vehicle_id: String,
+        organization_id: String,
+        event_at: DateTime<Utc>,
+        lat: f64,
+        lng: f64,
+        location_at: DateTime<Utc>,
+    }
+}
+
+staged_row! {
+    /// A refused line (or a file refused as a whole).
+    struct RejectRow => "staging.reject", "" {
+        source_key: String,
+        source_time: Option<NaiveDateTime>,
+        line: i64,
+        code: &'static str,
+        field: Option<String>,
+        reason: String,
+        /// At most [`crate::lake::REJECT_RAW_BYTES`] bytes of the line, as text.
+        raw: String,
+        /// The whole line's length and SHA-256 (hex); `None` for a file refused as a whole.
+        raw_length: Option<i64>,
+        raw_sha256: Option<String>,
+    }
+}
 
 /// One landing day being loaded: an open transaction holding the load lock.
 ///
@@ -561,93 +594,6 @@ impl<'a> DayLoad<'a> {
     }
 }
 
-/// A row of a staging table, written by binary COPY.
-pub(super) trait StagedRow {
-    /// The `COPY … FROM STDIN (FORMAT binary)` statement.
-    const COPY: &'static str;
-    /// Column types, in the statement's order.
-    const TYPES: &'static [Type];
-    /// The table, for messages.
-    const TABLE: &'static str;
-    /// Column values, in the statement's order.
-    fn values(&self) -> Vec<&(dyn ToSql + Sync)>;
-}
-
-impl StagedRow for VehicleRow {
-    const COPY: &'static str = VEHICLE_COPY;
-    const TYPES: &'static [Type] = VEHICLE_TYPES;
-    const TABLE: &'static str = "staging.vehicle_event";
-    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![
-            &self.landing_day,
-            &self.source_key,
-            &self.source_time,
-            &self.line,
-            &self.event,
-            &self.vehicle_id,
-            &self.organization_id,
-            &self.event_at,
-            &self.lat,
-            &self.lng,
-            &self.location_at,
-        ]
-    }
-}
-
-impl StagedRow for PeriodRow {
-    const COPY: &'static str = PERIOD_COPY;
-    const TYPES: &'static [Type] = PERIOD_TYPES;
-    const TABLE: &'static str = "staging.period_event";
-    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![
-            &self.source_key,
-            &self.source_time,
-            &self.line,
-            &self.event,
-            &self.operating_period_id,
-            &self.organization_id,
-            &self.event_at,
-            &self.start_at,
-            &self.finish_at,
-        ]
-    }
-}
-
-impl StagedRow for CandidateRow {
-    const COPY: &'static str = CANDIDATE_COPY;
-    const TYPES: &'static [Type] = CANDIDATE_TYPES;
-    const TABLE: &'static str = "staging.duplicate_candidate";
-    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![
-            &self.vehicle_id,
-            &self.organization_id,
-            &self.event_at,
-            &self.lat,
-            &self.lng,
-            &self.location_at,
-        ]
-    }
-}
-
-impl StagedRow for RejectRow {
-    const COPY: &'static str = REJECT_COPY;
-    const TYPES: &'static [Type] = REJECT_TYPES;
-    const TABLE: &'static str = "staging.reject";
-    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![
-            &self.source_key,
-            &self.source_time,
-            &self.line,
-            &self.code,
-            &self.field,
-            &self.reason,
-            &self.raw,
-            &self.raw_length,
-            &self.raw_sha256,
-        ]
-    }
-}
-
 fn line_number(key: &str, line: u64) -> Result<i64> {
     i64::try_from(line).map_err(|_| Error::Internal {
         context: format!("staging {key:?}: line number {line} does not fit a bigint"),
@@ -704,20 +650,96 @@ mod tests {
         assert_eq!(nul, "a\u{FFFD}b");
     }
 
+    /// The statements and types generated from the row declarations are exactly the ones
+    /// written by hand before (migration 2's staging tables, in their column order).
     #[test]
-    fn copy_statements_list_as_many_columns_as_types() {
-        for (sql, types) in [
-            (VEHICLE_COPY, VEHICLE_TYPES),
-            (CANDIDATE_COPY, CANDIDATE_TYPES),
-            (PERIOD_COPY, PERIOD_TYPES),
-            (REJECT_COPY, REJECT_TYPES),
-        ] {
-            let cols = sql
-                .split_once('(')
-                .and_then(|(_, rest)| rest.split_once(')'))
-                .map(|(cols, _)| cols.split(',').count())
-                .unwrap();
-            assert_eq!(cols, types.len(), "{sql}");
-        }
+    fn staged_rows_generate_their_copy_statements_and_types() {
+        assert_eq!(
+            VehicleRow::COPY,
+            "COPY staging.vehicle_event (landing_day, source_key, source_time, line, event, \
+             vehicle_id, organization_id, event_at, lat, lng, location_at) \
+             FROM STDIN (FORMAT binary, FREEZE)"
+        );
+        assert_eq!(
+            VehicleRow::TYPES,
+            [
+                Type::DATE,
+                Type::TEXT,
+                Type::TIMESTAMP,
+                Type::INT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+                Type::FLOAT8,
+                Type::FLOAT8,
+                Type::TIMESTAMPTZ,
+            ]
+        );
+        assert_eq!(
+            PeriodRow::COPY,
+            "COPY staging.period_event (source_key, source_time, line, event, \
+             operating_period_id, organization_id, event_at, start_at, finish_at) \
+             FROM STDIN (FORMAT binary)"
+        );
+        assert_eq!(
+            CandidateRow::COPY,
+            "COPY staging.duplicate_candidate (vehicle_id, organization_id, event_at, lat, lng, \
+             location_at) FROM STDIN (FORMAT binary)"
+        );
+        assert_eq!(
+            CandidateRow::TYPES,
+            [
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+                Type::FLOAT8,
+                Type::FLOAT8,
+                Type::TIMESTAMPTZ,
+            ]
+        );
+        assert_eq!(
+            RejectRow::COPY,
+            "COPY staging.reject (source_key, source_time, line, code, field, reason, raw, \
+             raw_length, raw_sha256) FROM STDIN (FORMAT binary)"
+        );
+        assert_eq!(
+            RejectRow::TYPES,
+            [
+                Type::TEXT,
+                Type::TIMESTAMP,
+                Type::INT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+            ]
+        );
+    }
+
+    /// Each value is written under its own column: a row whose text columns all differ comes
+    /// out of `values()` in the statement's column order.
+    #[test]
+    fn values_follow_the_declared_columns() {
+        let row = PeriodRow {
+            source_key: "key".into(),
+            source_time: None,
+            line: 7,
+            event: "create",
+            operating_period_id: "op_1".into(),
+            organization_id: "org".into(),
+            event_at: DateTime::UNIX_EPOCH,
+            start_at: DateTime::UNIX_EPOCH,
+            finish_at: DateTime::UNIX_EPOCH,
+        };
+        let values = row.values();
+        assert_eq!(values.len(), PeriodRow::TYPES.len());
+        let shown: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        assert_eq!(
+            &shown[..6],
+            ["\"key\"", "None", "7", "\"create\"", "\"op_1\"", "\"org\""]
+        );
     }
 }
