@@ -9,6 +9,7 @@
 //! ```text
 //! daily_load --date 2019-06-01                       one day
 //! daily_load --from 2019-06-01 --to 2019-06-07       a back-fill, day by day, in order
+//! daily_load --from D1 --to D2 --days-parallel 3     ... archiving up to 2 days ahead of the load
 //! daily_load --date D --from-lake                    rebuild D from the lake alone
 //! daily_load --date D --move                         delete landing files once archived and loaded
 //! daily_load ... --alert-command 'mail -s d2d ops@example.com'
@@ -143,6 +144,11 @@ struct Args {
     /// Objects read, copied or deleted at once.
     #[arg(long, env = "D2D_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
+    /// In a back-fill (--from/--to), days in flight at once: later days are listed and
+    /// archived ahead while the current one loads; loads and merges stay one at a time, in
+    /// day order. 1 runs the days one after another.
+    #[arg(long, env = "D2D_DAYS_PARALLEL", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    days_parallel: u16,
     /// Progress bars (`auto`: when stderr is a terminal), JSON logs otherwise.
     #[arg(long, env = "D2D_OUTPUT", value_enum, default_value = "auto")]
     output: Output,
@@ -206,21 +212,13 @@ async fn run_main() -> ExitCode {
         Ok(days) => days,
         Err(e) => e.exit(),
     };
-    // Day by day, so that a failing back-fill still reports the days it loaded.
-    let mut reports = Vec::new();
-    let mut result = Ok(());
-    if to < from {
-        result = run::run_days(&config, from, to, &events).await.map(|_| ());
-    }
-    for day in from.iter_days().take_while(|d| *d <= to) {
-        match run::run_day(&config, day, &events).await {
-            Ok(report) => reports.push(report),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    // A failing back-fill still reports the days it loaded.
+    let done = run::run_backfill(&config, from, to, &events).await;
+    let reports = done.reports;
+    let result = match done.error {
+        None => Ok(()),
+        Some(e) => Err(e),
+    };
     progress.clear();
     print_summary(&reports);
     match result {
@@ -312,6 +310,7 @@ fn config(args: &Args) -> RunConfig {
         s3_read_timeout: args.s3_read_timeout,
     };
     config.db_connect_timeout = args.db_connect_timeout;
+    config.days_parallel = usize::from(args.days_parallel);
     config
 }
 

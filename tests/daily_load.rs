@@ -198,6 +198,53 @@ async fn setup_then_load_then_fail_with_an_alert() {
     );
     assert!(f["phase"].is_string() && f["error"].is_string(), "{f}");
 
+    // The same with day 2 listed and archived ahead (--days-parallel): day 1 is reported,
+    // day 2's failure is logged once, in its turn, as run 6 in the archive phase.
+    let out = run(
+        "daily_load",
+        &[
+            "--from",
+            "2019-06-01",
+            "--to",
+            "2019-06-02",
+            "--days-parallel",
+            "2",
+        ],
+        &envs,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("d2d daily load of 2019-06-01 — run 5 succeeded"),
+        "{stdout}"
+    );
+    let errors: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let f = &errors[0]["fields"];
+    assert_eq!(
+        (&f["day"], &f["run"], &f["phase"]),
+        (&"2019-06-02".into(), &6.into(), &"archive".into()),
+        "{f}"
+    );
+    let out = run(
+        "daily_load",
+        &[
+            "--from",
+            "2019-06-01",
+            "--to",
+            "2019-06-02",
+            "--days-parallel",
+            "0",
+        ],
+        &envs,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
     // A warehouse that cannot be reached is logged the same way.
     let unreachable = [
         ("DATABASE_URL", "postgres://d2d:d2d@127.0.0.1:1/d2d"),
@@ -250,7 +297,7 @@ async fn setup_then_load_then_fail_with_an_alert() {
     for expected in [
         "d2d daily_load FAILED",
         "day: 2019-06-01",
-        "run: 5 (etl.load_run)",
+        "run: 7 (etl.load_run)",
         "phase: merging",
         "injected_failure",
     ] {
@@ -279,6 +326,8 @@ async fn setup_then_load_then_fail_with_an_alert() {
         [
             ("succeeded".into(), Some(2)),
             ("succeeded".into(), Some(2)),
+            ("succeeded".into(), Some(2)),
+            ("failed".into(), Some(0)),
             ("succeeded".into(), Some(2)),
             ("failed".into(), Some(0)),
             ("failed".into(), Some(3))

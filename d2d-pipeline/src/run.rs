@@ -49,7 +49,13 @@
 //! vanish (`--move`, retention), so the **lake** defines the day: a file leaves day D only when
 //! it is deleted from the lake's `raw/dt=D/` and D is re-run (the warehouse is keyed by landing
 //! day and object).
+//!
+//! [`run_days`] / [`run_backfill`] run a range of days in day order on one warehouse
+//! connection; with [`RunConfig::days_parallel`] above 1 the list and archive phases (steps 2
+//! and 3, which touch the stores only) of the next days run ahead while a day loads and
+//! merges (`run/backfill.rs`).
 
+mod backfill;
 mod phase_log;
 mod stream;
 
@@ -66,6 +72,8 @@ use crate::warehouse::{
     RunStatus, Warehouse,
 };
 use phase_log::PhaseLog;
+
+pub use backfill::{run_backfill, Backfill};
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +114,11 @@ pub struct RunConfig {
     /// Fail the day, before its merge commits, when refused lines exceed this share of its
     /// non-blank lines (`0.01` = 1 %); `None` (the default) accepts any share.
     pub max_reject_ratio: Option<f64>,
+    /// In a back-fill ([`run_days`]), days in flight at once: while one day loads and merges,
+    /// the list and archive phases of up to `days_parallel - 1` later days run ahead on tasks
+    /// of their own; loads and merges stay one at a time, in day order (`run/backfill.rs`).
+    /// 1 (the default) runs the days strictly one after another.
+    pub days_parallel: usize,
 }
 
 impl RunConfig {
@@ -131,6 +144,7 @@ impl RunConfig {
             batch_files: 64,
             batch_bytes: 8 * 1024 * 1024,
             max_reject_ratio: None,
+            days_parallel: 1,
         }
     }
 
@@ -155,6 +169,9 @@ impl RunConfig {
                     "--max-reject-ratio must be between 0 and 1, not {r}"
                 )));
             }
+        }
+        if self.days_parallel == 0 {
+            return Err(Error::Config("--days-parallel must be at least 1".into()));
         }
         if self.batch_files == 0 || self.batch_bytes == 0 {
             return Err(Error::Config(
@@ -329,27 +346,24 @@ pub async fn run_day(
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<RunReport> {
     let mut wh = connect(config, day).await?;
-    run_day_on(&mut wh, config, day, events).await
+    run_day_on(&mut wh, config, day, None, events).await
 }
 
-/// Runs the days `from..=to` in order, each as its own run; stops at the first failure.
+/// Runs the days `from..=to` in day order, each as its own run; stops at the first failure.
+/// With [`RunConfig::days_parallel`] above 1, later days are listed and archived ahead while
+/// earlier ones load and merge (see [`run_backfill`], which also returns the reports of the
+/// days done before a failure).
 pub async fn run_days(
     config: &RunConfig,
     from: NaiveDate,
     to: NaiveDate,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<Vec<RunReport>> {
-    if to < from {
-        return Err(Error::Config(format!(
-            "back-fill range {from} .. {to} is empty (--to before --from)"
-        )));
+    let done = run_backfill(config, from, to, events).await;
+    match done.error {
+        None => Ok(done.reports),
+        Some(e) => Err(e),
     }
-    let mut wh = connect(config, from).await?;
-    let mut reports = Vec::new();
-    for day in from.iter_days().take_while(|d| *d <= to) {
-        reports.push(run_day_on(&mut wh, config, day, events).await?);
-    }
-    Ok(reports)
 }
 
 async fn connect(config: &RunConfig, day: NaiveDate) -> Result<Warehouse> {
@@ -386,10 +400,13 @@ struct Progress {
     phases: PhaseTimes,
 }
 
+/// Runs `day` on `wh`; with `ahead`, its list and archive phases were started earlier
+/// (a back-fill) and the run takes their result, waiting for it if need be.
 async fn run_day_on(
     wh: &mut Warehouse,
     config: &RunConfig,
     day: NaiveDate,
+    ahead: Option<backfill::Ahead>,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<RunReport> {
     let started = Instant::now();
@@ -419,7 +436,7 @@ async fn run_day_on(
         counts: RunCounts::default(),
         phases: PhaseTimes::default(),
     };
-    let mut loaded = match steps(wh, config, day, run, &mut progress, events).await {
+    let mut loaded = match steps(wh, config, day, run, ahead, &mut progress, events).await {
         Ok(loaded) => loaded,
         Err(source) => {
             progress.phases.total = started.elapsed();
@@ -569,18 +586,18 @@ async fn steps(
     config: &RunConfig,
     day: NaiveDate,
     run: RunId,
+    ahead: Option<backfill::Ahead>,
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<Loaded> {
-    // Opening a store can fail (bad URL, unreadable folder): blame the stores, not the
-    // warehouse.
-    let started = std::time::SystemTime::now();
-    progress.phase = Phase::List;
-    let (lake, landing) = open_stores(config).await?;
-    let stale = lake::remove_stale_temporaries(&lake, day, started).await?;
-    let (day_files, archived_now, refused) = match &landing {
-        None => list_lake_day(config, &lake, day, progress, events).await?,
-        Some(landing) => archive_day(config, landing, &lake, day, progress, events).await?,
+    let Listed {
+        lake,
+        landing,
+        stale,
+        files: (day_files, archived_now, refused),
+    } = match ahead {
+        None => list_and_archive(config, day, progress, events).await?,
+        Some(ahead) => ahead.join(progress, events).await?,
     };
     let mut report = new_report(config, day, run, &day_files, landing.is_some());
     report.stale_temporaries_removed = stale;
@@ -608,6 +625,42 @@ async fn steps(
         landing,
         archived_now,
         quarantine,
+    })
+}
+
+/// What the list and archive phases leave for the load.
+struct Listed {
+    lake: Store,
+    landing: Option<Store>,
+    /// Temporary files of killed writers removed from the day's lake partitions.
+    stale: u64,
+    files: DayFiles,
+}
+
+/// The list and archive phases: opens the stores, removes the day's stale temporaries, and
+/// lists and archives the day (or, from the lake, lists what the lake holds). Touches the
+/// stores only, never the warehouse, so a back-fill can run it ahead for later days.
+async fn list_and_archive(
+    config: &RunConfig,
+    day: NaiveDate,
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<Listed> {
+    // Opening a store can fail (bad URL, unreadable folder): blame the stores, not the
+    // warehouse.
+    let started = std::time::SystemTime::now();
+    progress.phase = Phase::List;
+    let (lake, landing) = open_stores(config).await?;
+    let stale = lake::remove_stale_temporaries(&lake, day, started).await?;
+    let files = match &landing {
+        None => list_lake_day(config, &lake, day, progress, events).await?,
+        Some(landing) => archive_day(config, landing, &lake, day, progress, events).await?,
+    };
+    Ok(Listed {
+        lake,
+        landing,
+        stale,
+        files,
     })
 }
 

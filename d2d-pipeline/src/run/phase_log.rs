@@ -10,21 +10,34 @@ use crate::warehouse::{RunId, Warehouse};
 /// during the load and the merge it is inside the load transaction, where the phase would stay
 /// invisible to everyone else, and be rolled back, exactly when a dead run needs it told.
 pub(super) struct PhaseLog {
-    wh: Warehouse,
+    /// `None`: a detached log, for work done before the run exists (a back-fill's days
+    /// archived ahead, `run/backfill.rs`); it records nothing and never pauses.
+    wh: Option<Warehouse>,
     run: RunId,
 }
 
 impl PhaseLog {
     /// The log of `run`, written through `wh` (not the run's main connection).
     pub(super) fn new(wh: Warehouse, run: RunId) -> PhaseLog {
-        PhaseLog { wh, run }
+        PhaseLog { wh: Some(wh), run }
+    }
+
+    /// A log that records nothing: the work it follows has no run record yet.
+    pub(super) fn detached() -> PhaseLog {
+        PhaseLog {
+            wh: None,
+            run: RunId(0),
+        }
     }
 
     /// Records that the run enters `phase`, then pauses there if a test asked for it. A write
     /// that fails is logged and the run goes on: the phase only describes a run that dies, and
     /// the run's own work does not depend on it.
     pub(super) async fn enter(&self, phase: Phase) {
-        if let Err(e) = self.wh.record_phase(self.run, phase.name()).await {
+        let Some(wh) = &self.wh else {
+            return;
+        };
+        if let Err(e) = wh.record_phase(self.run, phase.name()).await {
             tracing::warn!(run = self.run.0, phase = phase.name(), error = %e, "could not record the run's phase");
         }
         pause_if_asked(self.run, phase).await;
