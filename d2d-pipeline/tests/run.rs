@@ -531,27 +531,64 @@ async fn relay(
             parts.next().unwrap().to_owned(),
             parts.next().unwrap().to_owned(),
         );
-        sw.write_all(&request).await.unwrap();
+        // A side that closes the connection ends the relay: the client may drop a connection
+        // it no longer wants (a retry, a timeout), which is not the relay's to judge. What
+        // counts is only what was read to the end.
+        if sw.write_all(&request).await.is_err() {
+            return;
+        }
         let sent = length(&request).unwrap_or(0);
-        tokio::io::copy(&mut (&mut cr).take(sent), &mut sw)
+        if tokio::io::copy(&mut (&mut cr).take(sent), &mut sw)
             .await
-            .unwrap();
-        let mut response = read_head(&mut sr).await.expect("a response");
+            .is_err()
+        {
+            return;
+        }
+        let Some(mut response) = read_head(&mut sr).await else {
+            return;
+        };
         while response.starts_with(b"HTTP/1.1 100") {
-            cw.write_all(&response).await.unwrap();
-            response = read_head(&mut sr).await.expect("a response");
+            if cw.write_all(&response).await.is_err() {
+                return;
+            }
+            let Some(next) = read_head(&mut sr).await else {
+                return;
+            };
+            response = next;
         }
         let status = String::from_utf8_lossy(&response[9..12]).to_string();
-        cw.write_all(&response).await.unwrap();
+        if cw.write_all(&response).await.is_err() {
+            return;
+        }
         let body = if method == "HEAD" || status == "204" || status == "304" {
             0
         } else if let Some(n) = length(&response) {
-            tokio::io::copy(&mut (&mut sr).take(n), &mut cw)
-                .await
-                .unwrap()
+            match tokio::io::copy(&mut (&mut sr).take(n), &mut cw).await {
+                Ok(copied) if copied == n => copied,
+                // Cut short: the bytes may have crossed all the same, so they count (a
+                // retried read then shows as bytes read twice, and the test says so).
+                Ok(copied) => {
+                    if method == "GET" {
+                        gets.lock().unwrap().push((path, copied));
+                    }
+                    return;
+                }
+                Err(_) => {
+                    if method == "GET" {
+                        gets.lock().unwrap().push((path, n));
+                    }
+                    return;
+                }
+            }
         } else {
             // No length: the body runs to the end of the connection.
-            let n = tokio::io::copy(&mut sr, &mut cw).await.unwrap();
+            let Ok(n) = tokio::io::copy(&mut sr, &mut cw).await else {
+                // Unknown length, cut short: the test's byte count will not add up.
+                if method == "GET" {
+                    gets.lock().unwrap().push((path, u64::MAX / 4));
+                }
+                return;
+            };
             if method == "GET" {
                 gets.lock().unwrap().push((path, n));
             }
