@@ -14,8 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use d2d::pipeline::run::Phase;
 use d2d::pipeline::warehouse::{TableChecksum, Warehouse};
+use support::TestDb;
 
 /// The example binary next to this test's. A plain `cargo test` builds it; a targeted
 /// `cargo test --test killed_runs` does not, so an old binary is refused rather than tested.
@@ -31,60 +34,6 @@ fn example(name: &str) -> PathBuf {
         binary.display()
     );
     binary
-}
-
-/// A database of its own, dropped at the end (also on panic).
-struct TestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create(tag: &str) -> TestDb {
-        let admin = std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("d2d_test_{tag}_{}_{nanos}", std::process::id());
-        let wh = Warehouse::connect(&admin).await.unwrap();
-        // Our own [a-z0-9_] name: safe to splice (identifiers cannot be bound).
-        wh.client()
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-        let server = &base[..base.rfind('/').unwrap()];
-        let url = if query.is_empty() {
-            format!("{server}/{name}")
-        } else {
-            format!("{server}/{name}?{query}")
-        };
-        TestDb { admin, name, url }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(wh) = Warehouse::connect(&admin).await {
-                    let _ = wh
-                        .client()
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            })
-        })
-        .join();
-    }
 }
 
 /// A folder of its own under the system's temporary folder, removed when dropped.
@@ -162,7 +111,13 @@ struct Site {
 impl Site {
     async fn new(tag: &str) -> Site {
         Site {
-            db: TestDb::create(tag).await,
+            db: TestDb::create(
+                &std::env::var("DATABASE_URL").expect(
+                    "DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)",
+                ),
+                tag,
+            )
+            .await,
             landing: TempDir::new(&format!("{tag}-landing")),
             lake: TempDir::new(&format!("{tag}-lake")),
         }
