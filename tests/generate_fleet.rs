@@ -17,6 +17,9 @@ use d2d::model::{check, distance, period, track};
 use d2d::pipeline::run::{no_events, run_days, RunConfig};
 use d2d::pipeline::warehouse::Warehouse;
 use serde_json::Value;
+use support::TestDb;
+
+mod support;
 
 /// The example binary next to this test's. A plain `cargo test` builds it; a targeted
 /// `cargo test --test generate_fleet` does not, so an old binary is refused rather than tested.
@@ -235,61 +238,6 @@ fn manifest_matches_what_d2d_model_parses() {
     }
 }
 
-/// A database of its own on `DATABASE_URL`'s server, dropped at the end (also on panic).
-struct TestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> TestDb {
-        let admin = std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("d2d_test_gen_{}_{nanos}", std::process::id());
-        let wh = Warehouse::connect(&admin).await.unwrap();
-        // Our own [a-z0-9_] name: safe to splice (identifiers cannot be bound).
-        wh.client()
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-        let server = &base[..base.rfind('/').unwrap()];
-        let url = if query.is_empty() {
-            format!("{server}/{name}")
-        } else {
-            format!("{server}/{name}?{query}")
-        };
-        TestDb { admin, name, url }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(wh) = Warehouse::connect(&admin).await {
-                    let _ = wh
-                        .client()
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            })
-        })
-        .join();
-    }
-}
-
 /// Three noisy days through the daily load (the generator's output folder as landing, so its
 /// manifests sit next to the files the load lists): the runs count what the manifests say, and
 /// every (period, vehicle) distance is d2d-model's over all three days — including a period
@@ -308,7 +256,12 @@ async fn noisy_days_load_with_the_manifest_counts_and_model_distances() {
     let days = [day("2019-06-01"), day("2019-06-02"), day("2019-06-03")];
     let manifests: Vec<Value> = days.iter().map(|d| manifest(&landing, *d)).collect();
 
-    let db = TestDb::create().await;
+    let db = TestDb::create(
+        &std::env::var("DATABASE_URL")
+            .expect("DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)"),
+        "fleet",
+    )
+    .await;
     let config = RunConfig::new(
         landing.to_str().unwrap(),
         lake.to_str().unwrap(),
