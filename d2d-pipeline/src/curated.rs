@@ -13,9 +13,12 @@
 //! partitions: the partition column (`landing_day`, `start_day`) is in the path, not in the
 //! file; every other column has the warehouse's name, timestamps are UTC microseconds
 //! (`source_time`, the file-name clock, has no time zone, as in the warehouse). Rows are sorted
-//! by vehicle then time (distances by period then vehicle), in row groups streamed from a
-//! server-side cursor, so memory does not grow with the day. zstd, page statistics and page
-//! indexes are on.
+//! by vehicle then time (distances by period then vehicle), sorted by PostgreSQL and streamed
+//! out by a binary `COPY (SELECT …) TO STDOUT` into Arrow batches, which a blocking thread
+//! encodes while the next batch is read: memory does not grow with the day (a few batches and
+//! the row group being encoded). `COPY` rather than a cursor because a cursor's plan may not
+//! run in parallel and each `FETCH` is a round trip; the sort of a 1 M-event day is most of
+//! the phase. zstd, page statistics and page indexes are on.
 //!
 //! Each partition is one file under a fixed name, replaced by one atomic write: a reader
 //! sees the old day or the new one, never both, and nothing stale is left (a partition whose
@@ -24,6 +27,7 @@
 //! `curated/vehicle_period_distance/_fingerprints.json` (engines skip `_` files).
 
 use std::collections::BTreeMap;
+use std::pin::pin;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -32,12 +36,14 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use futures_util::StreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Transaction;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -46,8 +52,17 @@ use crate::warehouse::{db_error, Warehouse};
 /// Prefix of the curated zone in the lake.
 pub const CURATED_PREFIX: &str = "curated/";
 
-/// Rows fetched from the cursor at a time, and so the size of each Arrow batch.
-const FETCH_ROWS: i32 = 65_536;
+/// Rows per Arrow batch handed to the encoder: Arrow's usual size, small enough that the
+/// sample day (35 k events) spans several batches, so the tests cross batch boundaries.
+const BATCH_ROWS: usize = 8_192;
+
+/// Batches decoded ahead of the encoder: what bounds memory while the two overlap.
+const BATCHES_AHEAD: usize = 4;
+
+/// The transaction-local setting that carries a partition's value into its `COPY`, which
+/// takes no bind parameters: the value is still sent as a parameter (of `set_config`), never
+/// spliced into the SQL.
+const PARTITION_SETTING: &str = "d2d.curated_partition";
 
 /// Rows per Parquet row group: large enough for engines to skip by statistics, small enough
 /// that the row group being encoded stays a few tens of MB.
@@ -92,7 +107,7 @@ struct Table {
     /// Hive partition column, in the path only.
     partition: &'static str,
     columns: &'static [Column],
-    /// `FROM … WHERE …` with the partition value as `$1` (a `date`).
+    /// `FROM … WHERE …`, the partition value read from [`PARTITION_SETTING`] (a `date`).
     from_where: &'static str,
     /// The sort, as SQL and as the file's declared sorting columns.
     order_by: &'static [&'static str],
@@ -113,7 +128,8 @@ const VEHICLE_EVENT: Table = Table {
         col("lng", Kind::Float8, true),
         col("location_at", Kind::TimestampUtc, true),
     ],
-    from_where: "FROM dwh.fact_vehicle_event WHERE landing_day = $1",
+    from_where: "FROM dwh.fact_vehicle_event \
+                 WHERE landing_day = current_setting('d2d.curated_partition')::date",
     order_by: &[
         "vehicle_id",
         "location_at",
@@ -137,7 +153,8 @@ const PERIOD_EVENT: Table = Table {
         col("start_at", Kind::TimestampUtc, false),
         col("finish_at", Kind::TimestampUtc, false),
     ],
-    from_where: "FROM dwh.fact_period_event WHERE landing_day = $1",
+    from_where: "FROM dwh.fact_period_event \
+                 WHERE landing_day = current_setting('d2d.curated_partition')::date",
     order_by: &["operating_period_id", "event_at", "source_key", "line"],
 };
 
@@ -154,7 +171,8 @@ const DISTANCE: Table = Table {
     ],
     from_where: "FROM dwh.vehicle_period_distance AS d \
                  JOIN dwh.dim_operating_period AS p USING (operating_period_id) \
-                 WHERE (p.start_at AT TIME ZONE 'UTC')::date = $1",
+                 WHERE (p.start_at AT TIME ZONE 'UTC')::date \
+                     = current_setting('d2d.curated_partition')::date",
     order_by: &["operating_period_id", "vehicle_id"],
 };
 
@@ -201,6 +219,25 @@ impl Table {
             self.from_where,
             self.order_by.join(", ")
         )
+    }
+
+    /// The query as a binary `COPY` out.
+    fn copy_out(&self) -> String {
+        format!("COPY ({}) TO STDOUT (FORMAT binary)", self.query())
+    }
+
+    /// The PostgreSQL types of the columns, as the binary `COPY` sends them.
+    fn pg_types(&self) -> Vec<Type> {
+        self.columns
+            .iter()
+            .map(|c| match c.kind {
+                Kind::Text => Type::TEXT,
+                Kind::Int8 => Type::INT8,
+                Kind::Float8 => Type::FLOAT8,
+                Kind::Timestamp => Type::TIMESTAMP,
+                Kind::TimestampUtc => Type::TIMESTAMPTZ,
+            })
+            .collect()
     }
 
     fn sorting_columns(&self) -> Vec<SortingColumn> {
@@ -285,25 +322,24 @@ impl Builder {
         }
     }
 
-    fn append(&mut self, kind: Kind, row: &Row, i: usize) -> std::result::Result<(), String> {
+    fn append(
+        &mut self,
+        kind: Kind,
+        row: &BinaryCopyOutRow,
+        i: usize,
+    ) -> std::result::Result<(), String> {
         let err = |e: tokio_postgres::Error| e.to_string();
         match (self, kind) {
-            (Builder::Text(b), _) => {
-                b.append_option(row.try_get::<_, Option<&str>>(i).map_err(err)?)
-            }
-            (Builder::Int8(b), _) => {
-                b.append_option(row.try_get::<_, Option<i64>>(i).map_err(err)?)
-            }
-            (Builder::Float8(b), _) => {
-                b.append_option(row.try_get::<_, Option<f64>>(i).map_err(err)?)
-            }
+            (Builder::Text(b), _) => b.append_option(row.try_get::<Option<&str>>(i).map_err(err)?),
+            (Builder::Int8(b), _) => b.append_option(row.try_get::<Option<i64>>(i).map_err(err)?),
+            (Builder::Float8(b), _) => b.append_option(row.try_get::<Option<f64>>(i).map_err(err)?),
             (Builder::Timestamp(b), Kind::Timestamp) => b.append_option(
-                row.try_get::<_, Option<NaiveDateTime>>(i)
+                row.try_get::<Option<NaiveDateTime>>(i)
                     .map_err(err)?
                     .map(|t| t.and_utc().timestamp_micros()),
             ),
             (Builder::Timestamp(b), _) => b.append_option(
-                row.try_get::<_, Option<DateTime<Utc>>>(i)
+                row.try_get::<Option<DateTime<Utc>>>(i)
                     .map_err(err)?
                     .map(|t| t.timestamp_micros()),
             ),
@@ -343,6 +379,10 @@ fn writer_properties(table: &Table) -> Result<WriterProperties> {
 
 /// Writes one partition of `table` from the snapshot `tx` to the lake; returns its rows and
 /// bytes. A partition without rows is deleted instead.
+///
+/// Two stages overlap: this task decodes the `COPY` stream into Arrow batches, a blocking
+/// thread encodes them (zstd, statistics) into a temporary file, joined by a queue of
+/// [`BATCHES_AHEAD`] batches.
 async fn write_partition(
     tx: &Transaction<'_>,
     lake: &Store,
@@ -351,15 +391,14 @@ async fn write_partition(
 ) -> Result<(u64, u64)> {
     let key = table.key(value);
     let fail = parquet_error(&key);
-    let statement = tx
-        .prepare(&table.query())
+    let reading = || db_error(format!("reading {key}"));
+    let params: [&(dyn ToSql + Sync); 2] = [&PARTITION_SETTING, &value.to_string()];
+    tx.execute("SELECT set_config($1, $2, true)", &params)
         .await
-        .map_err(db_error(format!("reading {key}")))?;
-    let params: [&(dyn ToSql + Sync); 1] = [&value];
-    let portal = tx
-        .bind(&statement, &params)
-        .await
-        .map_err(db_error(format!("reading {key}")))?;
+        .map_err(reading())?;
+    let stream = tx.copy_out(&table.copy_out()).await.map_err(reading())?;
+    let rows = BinaryCopyOutStream::new(stream, &table.pg_types());
+    let mut rows = pin!(rows);
 
     let spool = tempfile::Builder::new()
         .prefix("d2d-curated-")
@@ -370,33 +409,54 @@ async fn write_partition(
         .reopen()
         .map_err(|e| fail(format!("temporary file: {e}")))?;
     let schema = table.schema();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table)?))
+    let writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table)?))
         .map_err(|e| fail(e.to_string()))?;
-    let mut rows = 0_u64;
-    loop {
-        let chunk = tx
-            .query_portal(&portal, FETCH_ROWS)
-            .await
-            .map_err(db_error(format!("reading {key}")))?;
-        if chunk.is_empty() {
-            break;
+    let (batches, mut queue) = tokio::sync::mpsc::channel::<RecordBatch>(BATCHES_AHEAD);
+    let encoder = tokio::task::spawn_blocking(move || {
+        let mut writer = writer;
+        while let Some(batch) = queue.blocking_recv() {
+            writer.write(&batch)?;
         }
-        let mut builders: Vec<Builder> =
-            table.columns.iter().map(|c| Builder::new(c.kind)).collect();
-        for row in &chunk {
+        writer.close().map(drop)
+    });
+
+    let mut count = 0_u64;
+    let decoded: Result<()> = async {
+        let mut builders = new_builders(table);
+        let mut in_batch = 0;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(reading())?;
             for (i, (b, c)) in builders.iter_mut().zip(table.columns).enumerate() {
-                b.append(c.kind, row, i)
+                b.append(c.kind, &row, i)
                     .map_err(|e| fail(format!("column {}: {e}", c.name)))?;
             }
+            in_batch += 1;
+            if in_batch == BATCH_ROWS {
+                let batch = finish_batch(&schema, &mut builders).map_err(&fail)?;
+                if batches.send(batch).await.is_err() {
+                    // The encoder stopped: its error is reported below.
+                    return Ok(());
+                }
+                count += in_batch as u64;
+                in_batch = 0;
+            }
         }
-        let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
-        let batch =
-            RecordBatch::try_new(schema.clone(), arrays).map_err(|e| fail(e.to_string()))?;
-        writer.write(&batch).map_err(|e| fail(e.to_string()))?;
-        rows += chunk.len() as u64;
+        if in_batch > 0 {
+            let batch = finish_batch(&schema, &mut builders).map_err(&fail)?;
+            if batches.send(batch).await.is_ok() {
+                count += in_batch as u64;
+            }
+        }
+        Ok(())
     }
-    writer.close().map_err(|e| fail(e.to_string()))?;
-    if rows == 0 {
+    .await;
+    drop(batches);
+    let encoded = encoder
+        .await
+        .map_err(|e| fail(format!("the encoder thread: {e}")))?;
+    decoded?;
+    encoded.map_err(|e| fail(e.to_string()))?;
+    if count == 0 {
         lake.delete(&key).await?;
         return Ok((0, 0));
     }
@@ -406,7 +466,20 @@ async fn write_partition(
         .map_err(|e| fail(format!("temporary file: {e}")))?
         .len();
     lake.put_file(&key, spool.path()).await?;
-    Ok((rows, bytes))
+    Ok((count, bytes))
+}
+
+fn new_builders(table: &Table) -> Vec<Builder> {
+    table.columns.iter().map(|c| Builder::new(c.kind)).collect()
+}
+
+/// The rows appended so far as one batch; the builders are left empty for the next.
+fn finish_batch(
+    schema: &SchemaRef,
+    builders: &mut [Builder],
+) -> std::result::Result<RecordBatch, String> {
+    let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
+    RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())
 }
 
 /// Partition values present under a table's folder, from the keys of its files.
@@ -512,10 +585,13 @@ mod tests {
     }
 
     #[test]
-    fn queries_select_the_declared_columns_with_the_day_as_a_parameter() {
+    fn queries_select_the_declared_columns_with_the_day_from_a_setting() {
         let q = VEHICLE_EVENT.query();
         assert!(q.starts_with("SELECT source_key, line, source_time, event, vehicle_id"));
-        assert!(q.contains("landing_day = $1"), "{q}");
+        assert!(
+            q.contains("landing_day = current_setting('d2d.curated_partition')::date"),
+            "{q}"
+        );
         assert!(q.ends_with("ORDER BY vehicle_id, location_at, event_at, source_key, line"));
         // The sort the file declares is the sort the query asks for.
         let sorted: Vec<&str> = VEHICLE_EVENT
