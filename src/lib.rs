@@ -10,7 +10,7 @@
 //! | `d2d-pipeline` | [`pipeline`] | IO: object stores (S3, local folder), the data lake, the PostgreSQL warehouse, the daily run |
 //!
 //! Cargo feature `lambda` (off by default) forwards to `d2d-pipeline/lambda`: the daily run as an
-//! AWS Lambda handler, served by `examples/lambda.rs`.
+//! AWS Lambda handler, served by the `d2d-lambda` binary (`src/bin/d2d-lambda.rs`).
 
 pub use d2d_model as model;
 pub use d2d_pipeline as pipeline;

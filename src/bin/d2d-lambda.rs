@@ -1,4 +1,5 @@
-//! Build with: `cargo build --release --example lambda --features lambda`
+//! Build with: `cargo lambda build --release --bin d2d-lambda --features lambda` (or plain
+//! `cargo build --release --bin d2d-lambda --features lambda` on an Amazon Linux 2023 host)
 //!
 //! The daily job as an AWS Lambda function (custom runtime, `provided.al2023`): each
 //! invocation `{"date": "YYYY-MM-DD"}` (or `{}` for yesterday in `D2D_TIME_ZONE`) loads one
