@@ -21,6 +21,10 @@
 //! | `D2D_MAX_SPEED_MPS`, `D2D_MAX_REJECT_RATIO` | numbers, off when unset |
 //! | `D2D_ALERT_SNS_TOPIC` | the topic ARN failures are published to |
 //! | `D2D_TIME_ZONE` | the zone whose yesterday an event without date loads |
+//! | `D2D_S3_CONNECT_TIMEOUT`, `D2D_S3_READ_TIMEOUT` | seconds (default 3 and 8), as `daily_load`'s |
+//! | `D2D_S3_ATTEMPTS` | attempts per S3 request (default 5) |
+//! | `D2D_DB_CONNECT_TIMEOUT` | seconds to reach PostgreSQL (default: the URL's, else 10) |
+//! | `D2D_CONCURRENCY` | S3 requests in flight while archiving (default 16) |
 //!
 //! ```no_run
 //! # async fn demo() -> d2d_pipeline::Result<()> {
@@ -29,6 +33,8 @@
 //! println!("{}", serde_json::to_string(&summary).unwrap_or_default());
 //! # Ok(()) }
 //! ```
+
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -155,6 +161,26 @@ impl LambdaConfig {
                 })
                 .transpose()
         };
+        let seconds = |name: &str| -> Result<Option<Duration>> {
+            var(name)
+                .map(|v| match v.trim().parse::<f64>() {
+                    Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+                    _ => Err(Error::Config(format!(
+                        "{name}={v:?} is not a positive number of seconds"
+                    ))),
+                })
+                .transpose()
+        };
+        let count = |name: &str| -> Result<Option<usize>> {
+            var(name)
+                .map(|v| match v.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(Error::Config(format!(
+                        "{name}={v:?} is not a positive whole number"
+                    ))),
+                })
+                .transpose()
+        };
         let database = match (var("DATABASE_URL"), var("D2D_DATABASE_SECRET_ARN")) {
             (Some(url), _) => DatabaseSource::Url(url),
             (None, Some(arn)) => DatabaseSource::Secret(arn),
@@ -183,14 +209,25 @@ impl LambdaConfig {
         run.load = LoadOptions {
             max_speed_mps: number("D2D_MAX_SPEED_MPS")?,
         };
+        let lake_defaults = LakeOptions::default();
         run.lake_options = LakeOptions {
             replace_changed: flag("D2D_REPLACE_CHANGED")?,
-            ..LakeOptions::default()
+            concurrency: count("D2D_CONCURRENCY")?.unwrap_or(lake_defaults.concurrency),
         };
+        let store_defaults = StoreOptions::default();
         run.store_options = StoreOptions {
             s3_endpoint: var("D2D_S3_ENDPOINT"),
-            ..StoreOptions::default()
+            s3_connect_timeout: seconds("D2D_S3_CONNECT_TIMEOUT")?
+                .unwrap_or(store_defaults.s3_connect_timeout),
+            s3_read_timeout: seconds("D2D_S3_READ_TIMEOUT")?
+                .unwrap_or(store_defaults.s3_read_timeout),
+            s3_max_attempts: match count("D2D_S3_ATTEMPTS")? {
+                None => store_defaults.s3_max_attempts,
+                Some(n) => u32::try_from(n)
+                    .map_err(|_| Error::Config(format!("D2D_S3_ATTEMPTS={n} is too large")))?,
+            },
         };
+        run.db_connect_timeout = seconds("D2D_DB_CONNECT_TIMEOUT")?;
         Ok(Self {
             run,
             database,

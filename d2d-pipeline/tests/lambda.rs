@@ -354,3 +354,46 @@ fn configuration_errors_name_the_variable() {
     );
     assert!(secret.run.move_landing);
 }
+
+#[test]
+fn timeouts_attempts_and_concurrency_are_read_like_daily_loads() {
+    let defaults = try_config(&BASE).unwrap();
+    assert_eq!(
+        defaults.run.store_options,
+        d2d_pipeline::store::StoreOptions::default()
+    );
+    assert_eq!(defaults.run.lake_options.concurrency, 16);
+    assert_eq!(defaults.run.db_connect_timeout, None);
+
+    let mut vars = BASE.to_vec();
+    vars.extend([
+        ("D2D_S3_CONNECT_TIMEOUT", "0.5"),
+        ("D2D_S3_READ_TIMEOUT", "20"),
+        ("D2D_S3_ATTEMPTS", "2"),
+        ("D2D_DB_CONNECT_TIMEOUT", "4"),
+        ("D2D_CONCURRENCY", "3"),
+    ]);
+    let set = try_config(&vars).unwrap();
+    let s3 = &set.run.store_options;
+    assert_eq!(s3.s3_connect_timeout, std::time::Duration::from_millis(500));
+    assert_eq!(s3.s3_read_timeout, std::time::Duration::from_secs(20));
+    assert_eq!(s3.s3_max_attempts, 2);
+    assert_eq!(
+        set.run.db_connect_timeout,
+        Some(std::time::Duration::from_secs(4))
+    );
+    assert_eq!(set.run.lake_options.concurrency, 3);
+
+    for (name, bad) in [
+        ("D2D_S3_READ_TIMEOUT", "0"),
+        ("D2D_S3_CONNECT_TIMEOUT", "soon"),
+        ("D2D_S3_ATTEMPTS", "0"),
+        ("D2D_CONCURRENCY", "-1"),
+        ("D2D_DB_CONNECT_TIMEOUT", "inf"),
+    ] {
+        let mut vars = BASE.to_vec();
+        vars.push((name, bad));
+        let err = try_config(&vars).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(bad), "{err}");
+    }
+}
