@@ -11,6 +11,8 @@
 //! - [`period`], [`track`], [`distance`]: resolved operating periods, per-vehicle tracks, and
 //!   the distance each vehicle travelled during each period (haversine, R = 6,371,008.8 m).
 //! - [`check`]: the data-check profile of a batch.
+//! - `columnar` (feature `arrow`): the tables of the lake and of the Python bindings as Arrow
+//!   schemas and `RecordBatch`es, each column declared once.
 //! - [`landing`]: which landing day a file belongs to, from its name, and the decoding of
 //!   compressed (gzip) landing files.
 //!
@@ -35,8 +37,11 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `parallel` | on | [`parse_bytes_par`] and [`parse::parse_sources`] on rayon's threads; without it they run on the calling thread, with the same results, and rayon is not a dependency |
+//! | `arrow` | off | `columnar`: every table's Arrow schema (the lake's and Python's), declared once, and `RecordBatch` builders of events, rejects and distances; adds arrow-array and arrow-schema, no IO |
 
 pub mod check;
+#[cfg(feature = "arrow")]
+pub mod columnar;
 pub mod distance;
 pub mod event;
 pub mod landing;

@@ -12,13 +12,16 @@
 //! zone holds exactly what the warehouse holds: duplicates dropped, periods resolved. Hive-style
 //! partitions: the partition column (`landing_day`, `start_day`) is in the path, not in the
 //! file; every other column has the warehouse's name, timestamps are UTC microseconds
-//! (`source_time`, the file-name clock, has no time zone, as in the warehouse). Rows are sorted
-//! by vehicle then time (distances by period then vehicle), sorted by PostgreSQL and streamed
-//! out by a binary `COPY (SELECT …) TO STDOUT` into Arrow batches, which a blocking thread
-//! encodes while the next batch is read: memory does not grow with the day (a few batches and
-//! the row group being encoded). `COPY` rather than a cursor because a cursor's plan may not
-//! run in parallel and each `FETCH` is a round trip; the sort of a 1 M-event day is most of
-//! the phase. zstd, page statistics and page indexes are on.
+//! (`source_time`, the file-name clock, has no time zone, as in the warehouse); labels with few
+//! values (`source_key`, `event`, `organization_id`) are dictionary-encoded. The schemas are
+//! `d2d_model::columnar`'s, the very ones of the Python bindings' tables, so the lake and a
+//! notebook cannot disagree on a column. Rows are sorted by vehicle then time (distances by
+//! period then vehicle), sorted by PostgreSQL and streamed out by a binary
+//! `COPY (SELECT …) TO STDOUT` into Arrow batches, which a blocking thread encodes while the
+//! next batch is read: memory does not grow with the day (a few batches and the row group
+//! being encoded). `COPY` rather than a cursor because a cursor's plan may not run in parallel
+//! and each `FETCH` is a round trip; the sort of a 1 M-event day is most of the phase. zstd,
+//! page statistics and page indexes are on.
 //!
 //! Each partition is one file under a fixed name, replaced by one atomic write: a reader
 //! sees the old day or the new one, never both, and nothing stale is left (a partition whose
@@ -31,11 +34,14 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    BinaryBuilder, Float64Builder, Int64Builder, StringBuilder, StringDictionaryBuilder,
+    TimestampMicrosecondBuilder,
 };
+use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::SchemaRef;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use d2d_model::columnar::{self, Column, Kind};
 use futures_util::StreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -71,34 +77,6 @@ const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// The file name of every partition.
 const PART: &str = "part-0.parquet";
 
-/// How a warehouse column is read and stored.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Text,
-    Int8,
-    Float8,
-    /// `timestamp`: a wall-clock time without zone.
-    Timestamp,
-    /// `timestamptz`, stored as UTC.
-    TimestampUtc,
-}
-
-/// One column, declared once: its name in the warehouse, in the SQL and in the file.
-#[derive(Debug, Clone, Copy)]
-struct Column {
-    name: &'static str,
-    kind: Kind,
-    nullable: bool,
-}
-
-const fn col(name: &'static str, kind: Kind, nullable: bool) -> Column {
-    Column {
-        name,
-        kind,
-        nullable,
-    }
-}
-
 /// A curated table: which columns, from where, in which order.
 #[derive(Debug)]
 struct Table {
@@ -106,6 +84,7 @@ struct Table {
     name: &'static str,
     /// Hive partition column, in the path only.
     partition: &'static str,
+    /// The columns, in the SQL and in the file: `d2d_model::columnar`'s declaration.
     columns: &'static [Column],
     /// `FROM … WHERE …`, the partition value read from [`PARTITION_SETTING`] (a `date`).
     from_where: &'static str,
@@ -116,18 +95,7 @@ struct Table {
 const VEHICLE_EVENT: Table = Table {
     name: "vehicle_event",
     partition: "landing_day",
-    columns: &[
-        col("source_key", Kind::Text, false),
-        col("line", Kind::Int8, false),
-        col("source_time", Kind::Timestamp, true),
-        col("event", Kind::Text, false),
-        col("vehicle_id", Kind::Text, false),
-        col("organization_id", Kind::Text, false),
-        col("event_at", Kind::TimestampUtc, false),
-        col("lat", Kind::Float8, true),
-        col("lng", Kind::Float8, true),
-        col("location_at", Kind::TimestampUtc, true),
-    ],
+    columns: columnar::VEHICLE_EVENT,
     from_where: "FROM dwh.fact_vehicle_event \
                  WHERE landing_day = current_setting('d2d.curated_partition')::date",
     order_by: &[
@@ -142,17 +110,7 @@ const VEHICLE_EVENT: Table = Table {
 const PERIOD_EVENT: Table = Table {
     name: "period_event",
     partition: "landing_day",
-    columns: &[
-        col("source_key", Kind::Text, false),
-        col("line", Kind::Int8, false),
-        col("source_time", Kind::Timestamp, true),
-        col("event", Kind::Text, false),
-        col("operating_period_id", Kind::Text, false),
-        col("organization_id", Kind::Text, false),
-        col("event_at", Kind::TimestampUtc, false),
-        col("start_at", Kind::TimestampUtc, false),
-        col("finish_at", Kind::TimestampUtc, false),
-    ],
+    columns: columnar::PERIOD_EVENT,
     from_where: "FROM dwh.fact_period_event \
                  WHERE landing_day = current_setting('d2d.curated_partition')::date",
     order_by: &["operating_period_id", "event_at", "source_key", "line"],
@@ -161,14 +119,7 @@ const PERIOD_EVENT: Table = Table {
 const DISTANCE: Table = Table {
     name: "vehicle_period_distance",
     partition: "start_day",
-    columns: &[
-        col("operating_period_id", Kind::Text, false),
-        col("vehicle_id", Kind::Text, false),
-        col("fixes", Kind::Int8, false),
-        col("first_at", Kind::TimestampUtc, false),
-        col("last_at", Kind::TimestampUtc, false),
-        col("metres", Kind::Float8, false),
-    ],
+    columns: columnar::DISTANCE,
     from_where: "FROM dwh.vehicle_period_distance AS d \
                  JOIN dwh.dim_operating_period AS p USING (operating_period_id) \
                  WHERE (p.start_at AT TIME ZONE 'UTC')::date \
@@ -192,27 +143,11 @@ SELECT (p.start_at AT TIME ZONE 'UTC')::date AS start_day,
 
 impl Table {
     fn schema(&self) -> SchemaRef {
-        let fields: Vec<Field> = self
-            .columns
-            .iter()
-            .map(|c| {
-                let t = match c.kind {
-                    Kind::Text => DataType::Utf8,
-                    Kind::Int8 => DataType::Int64,
-                    Kind::Float8 => DataType::Float64,
-                    Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-                    Kind::TimestampUtc => {
-                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-                    }
-                };
-                Field::new(c.name, t, c.nullable)
-            })
-            .collect();
-        Arc::new(Schema::new(fields))
+        columnar::schema(self.columns)
     }
 
     fn query(&self) -> String {
-        let select: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
+        let select: Vec<&str> = self.columns.iter().map(|c| c.name()).collect();
         format!(
             "SELECT {} {} ORDER BY {}",
             select.join(", "),
@@ -230,10 +165,11 @@ impl Table {
     fn pg_types(&self) -> Vec<Type> {
         self.columns
             .iter()
-            .map(|c| match c.kind {
-                Kind::Text => Type::TEXT,
-                Kind::Int8 => Type::INT8,
-                Kind::Float8 => Type::FLOAT8,
+            .map(|c| match c.kind() {
+                Kind::Text | Kind::Label => Type::TEXT,
+                Kind::Binary => Type::BYTEA,
+                Kind::Int64 => Type::INT8,
+                Kind::Float64 => Type::FLOAT8,
                 Kind::Timestamp => Type::TIMESTAMP,
                 Kind::TimestampUtc => Type::TIMESTAMPTZ,
             })
@@ -243,7 +179,7 @@ impl Table {
     fn sorting_columns(&self) -> Vec<SortingColumn> {
         self.order_by
             .iter()
-            .filter_map(|name| self.columns.iter().position(|c| c.name == *name))
+            .filter_map(|name| self.columns.iter().position(|c| c.name() == *name))
             .map(|i| SortingColumn {
                 column_idx: i as i32,
                 descending: false,
@@ -304,6 +240,8 @@ pub struct CuratedReport {
 /// One column being filled.
 enum Builder {
     Text(StringBuilder),
+    Label(StringDictionaryBuilder<Int32Type>),
+    Binary(BinaryBuilder),
     Int8(Int64Builder),
     Float8(Float64Builder),
     Timestamp(TimestampMicrosecondBuilder),
@@ -313,8 +251,10 @@ impl Builder {
     fn new(kind: Kind) -> Self {
         match kind {
             Kind::Text => Builder::Text(StringBuilder::new()),
-            Kind::Int8 => Builder::Int8(Int64Builder::new()),
-            Kind::Float8 => Builder::Float8(Float64Builder::new()),
+            Kind::Label => Builder::Label(StringDictionaryBuilder::new()),
+            Kind::Binary => Builder::Binary(BinaryBuilder::new()),
+            Kind::Int64 => Builder::Int8(Int64Builder::new()),
+            Kind::Float64 => Builder::Float8(Float64Builder::new()),
             Kind::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::new()),
             Kind::TimestampUtc => {
                 Builder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
@@ -331,6 +271,10 @@ impl Builder {
         let err = |e: tokio_postgres::Error| e.to_string();
         match (self, kind) {
             (Builder::Text(b), _) => b.append_option(row.try_get::<Option<&str>>(i).map_err(err)?),
+            (Builder::Label(b), _) => b.append_option(row.try_get::<Option<&str>>(i).map_err(err)?),
+            (Builder::Binary(b), _) => {
+                b.append_option(row.try_get::<Option<&[u8]>>(i).map_err(err)?)
+            }
             (Builder::Int8(b), _) => b.append_option(row.try_get::<Option<i64>>(i).map_err(err)?),
             (Builder::Float8(b), _) => b.append_option(row.try_get::<Option<f64>>(i).map_err(err)?),
             (Builder::Timestamp(b), Kind::Timestamp) => b.append_option(
@@ -350,6 +294,8 @@ impl Builder {
     fn finish(&mut self) -> ArrayRef {
         match self {
             Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Label(b) => Arc::new(b.finish()),
+            Builder::Binary(b) => Arc::new(b.finish()),
             Builder::Int8(b) => Arc::new(b.finish()),
             Builder::Float8(b) => Arc::new(b.finish()),
             Builder::Timestamp(b) => Arc::new(b.finish()),
@@ -427,8 +373,8 @@ async fn write_partition(
         while let Some(row) = rows.next().await {
             let row = row.map_err(reading())?;
             for (i, (b, c)) in builders.iter_mut().zip(table.columns).enumerate() {
-                b.append(c.kind, &row, i)
-                    .map_err(|e| fail(format!("column {}: {e}", c.name)))?;
+                b.append(c.kind(), &row, i)
+                    .map_err(|e| fail(format!("column {}: {e}", c.name())))?;
             }
             in_batch += 1;
             if in_batch == BATCH_ROWS {
@@ -470,7 +416,11 @@ async fn write_partition(
 }
 
 fn new_builders(table: &Table) -> Vec<Builder> {
-    table.columns.iter().map(|c| Builder::new(c.kind)).collect()
+    table
+        .columns
+        .iter()
+        .map(|c| Builder::new(c.kind()))
+        .collect()
 }
 
 /// The rows appended so far as one batch; the builders are left empty for the next.
@@ -566,6 +516,7 @@ pub async fn write_day(wh: &mut Warehouse, lake: &Store, day: NaiveDate) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_schema::{DataType, TimeUnit};
 
     #[test]
     fn keys_are_hive_partitions_with_one_file_each() {
@@ -597,7 +548,7 @@ mod tests {
         let sorted: Vec<&str> = VEHICLE_EVENT
             .sorting_columns()
             .iter()
-            .map(|s| VEHICLE_EVENT.columns[s.column_idx as usize].name)
+            .map(|s| VEHICLE_EVENT.columns[s.column_idx as usize].name())
             .collect();
         assert_eq!(sorted, VEHICLE_EVENT.order_by);
     }
@@ -621,5 +572,10 @@ mod tests {
             .field_with_name("operating_period_id")
             .unwrap()
             .is_nullable());
+        // Labels are dictionary-encoded, as in the Python bindings' tables.
+        assert!(matches!(
+            s.field_with_name("event").unwrap().data_type(),
+            DataType::Dictionary(..)
+        ));
     }
 }

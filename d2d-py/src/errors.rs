@@ -47,6 +47,10 @@ pub enum Error {
     /// goes back to Python unchanged.
     #[error("{0}")]
     Python(#[from] PyErr),
+    /// A table could not be built as Arrow (a bug, or a column past Arrow's limits); raised
+    /// as `D2dError`.
+    #[error("building an Arrow table: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
 }
 
 /// Result of the bindings' Rust code.
@@ -140,6 +144,13 @@ impl From<Error> for PyErr {
             Error::Type(message) => PyTypeError::new_err(message),
             Error::Value(message) => PyValueError::new_err(message),
             Error::Python(err) => err,
+            Error::Arrow(e) => {
+                let message = format!("building an Arrow table: {e}");
+                Python::attach(|py| match d2d_error(py) {
+                    Ok(t) => PyErr::from_type(t.clone(), message),
+                    Err(e) => e,
+                })
+            }
         }
     }
 }

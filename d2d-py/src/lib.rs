@@ -3,14 +3,15 @@
 //! The native module `d2d._d2d` behind the Python package `d2d` (see `python/d2d`). It is thin:
 //! it reads what `d2d/_inputs.py` hands it, calls [`d2d_model`] with the GIL released (checking
 //! for Ctrl-C between batches), and hands results back as
-//! Arrow column buffers ([`columns`]) that the Python side wraps into pyarrow tables. Build it
+//! Arrow tables ([`columns`]: `d2d_model::columnar`'s schemas and batches, the lake's own)
+//! that cross into pyarrow through the Arrow C stream interface, without a copy. Build it
 //! with maturin (`pip install ./d2d-py`); the Python API is documented in `d2d-py/README.md`.
 //!
 //! | module | what it does |
 //! |---|---|
 //! | [`inputs`] | source descriptors cut into pieces; folder walks; which files are event files |
 //! | [`stream`] | the batch loop: parallel parse, de-duplication, Ctrl-C checks, progress |
-//! | [`columns`] | events, rejects and distances as Arrow buffers |
+//! | [`columns`] | events, rejects and distances as Arrow tables, exported as Arrow C streams |
 //! | [`event`] | `Event`, `Location`, `Period` for one-off use |
 //! | [`errors`] | the Rust-to-Python exception mapping |
 
@@ -37,7 +38,7 @@ fn progress(callback: Option<Py<PyAny>>, total: Option<u64>) -> Option<Progress>
 
 /// Reads and parses the sources of an iterator of source descriptors (see ``d2d/_inputs.py``).
 ///
-/// Returns ``(events, rejects, counts, summary)``: the tables as column tuples, the counts as a
+/// Returns ``(events, rejects, counts, summary)``: the tables as ``ArrowTable``s, the counts as a
 /// dict, and the Summary that later ``distances`` and ``data_check`` calls answer from.
 #[pyfunction]
 #[pyo3(signature = (sources, *, strict = false, progress = None, total = None))]
@@ -56,8 +57,8 @@ fn read_events<'py>(
     counts.set_item("duplicates", read.duplicates)?;
     let summary = Bound::new(py, read.summary)?;
     Ok((
-        read.events.into_py(py)?,
-        read.rejects.into_py(py)?,
+        columns::ArrowTable::from(read.events),
+        columns::ArrowTable::from(read.rejects),
         counts,
         summary,
     )
@@ -126,8 +127,8 @@ fn speed_limit(max_speed_mps: Option<f64>) -> Result<DistanceOptions, Error> {
     Ok(DistanceOptions { max_speed_mps })
 }
 
-/// Distance per (operating period, vehicle) of the sources: ``(columns, counts)``, the table
-/// as column tuples and ``{"files", "lines"}`` read.
+/// Distance per (operating period, vehicle) of the sources: ``(table, counts)``, an
+/// ``ArrowTable`` and ``{"files", "lines"}`` read.
 #[pyfunction]
 #[pyo3(signature = (sources, *, max_speed_mps = None, progress = None, total = None))]
 fn distances<'py>(
@@ -141,12 +142,15 @@ fn distances<'py>(
     let sources = PyIterator::from_object(sources)?.unbind();
     let (tracks, periods, files, lines) =
         stream::tracks(py, sources, self::progress(progress, total))?;
-    let table =
-        py.detach(move || columns::distances(&period_distances(&periods, &tracks, &options)));
+    let table = py
+        .detach(move || columns::distances(&period_distances(&periods, &tracks, &options)))
+        .map_err(Error::from)?;
     let counts = PyDict::new(py);
     counts.set_item("files", files)?;
     counts.set_item("lines", lines)?;
-    Ok((table.into_py(py)?, counts).into_pyobject(py)?.into_any())
+    Ok((columns::ArrowTable::from(table), counts)
+        .into_pyobject(py)?
+        .into_any())
 }
 
 #[pymethods]
@@ -156,18 +160,18 @@ impl Summary {
         profile_dict(py, &self.profile)
     }
 
-    /// Distance per (operating period, vehicle) of the read, as column tuples.
+    /// Distance per (operating period, vehicle) of the read, as an Arrow table.
     #[pyo3(signature = (*, max_speed_mps = None))]
-    fn distances<'py>(
+    fn distances(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         max_speed_mps: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<columns::ArrowTable> {
         let options = speed_limit(max_speed_mps)?;
-        let table = py.detach(|| {
-            columns::distances(&period_distances(&self.periods, &self.tracks, &options))
-        });
-        table.into_py(py)
+        let table = py
+            .detach(|| columns::distances(&period_distances(&self.periods, &self.tracks, &options)))
+            .map_err(Error::from)?;
+        Ok(table.into())
     }
 }
 
@@ -227,6 +231,7 @@ fn _d2d(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event::Location>()?;
     m.add_class::<event::Period>()?;
     m.add_class::<Summary>()?;
+    m.add_class::<columns::ArrowTable>()?;
     m.add_function(wrap_pyfunction!(read_events, m)?)?;
     m.add_function(wrap_pyfunction!(data_check, m)?)?;
     m.add_function(wrap_pyfunction!(distances, m)?)?;

@@ -25,7 +25,9 @@ use pyo3::types::PyIterator;
 use rayon::prelude::*;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use crate::columns::{EventColumns, RejectColumns, Table};
+use d2d_model::columnar::Batches;
+
+use crate::columns::{EventBatches, RejectBatches};
 use crate::errors::{Error, Result};
 use crate::inputs::{Feed, PIECE};
 
@@ -91,7 +93,7 @@ pub struct Sink {
     /// Raise the first reject as `ParseError`.
     pub strict: bool,
     /// The events and rejects tables.
-    pub tables: Option<(EventColumns, RejectColumns)>,
+    pub tables: Option<(EventBatches, RejectBatches)>,
     /// The data-check profile.
     pub profile: Option<Profiler>,
     /// Fixes per vehicle, and the period events, for distances.
@@ -128,10 +130,10 @@ impl Sink {
         }
         if let Some((events, rejects)) = &mut self.tables {
             for r in &parsed.events {
-                events.push(r);
+                events.push(r)?;
             }
             for r in &parsed.rejects {
-                rejects.push(r);
+                rejects.push(r)?;
             }
         }
         Ok(())
@@ -208,10 +210,10 @@ impl Summary {
 
 /// The tables of a read, and the Summary.
 pub struct Read {
-    /// Events table.
-    pub events: Table,
-    /// Rejects table.
-    pub rejects: Table,
+    /// Events table (`d2d_model::columnar::EVENTS`).
+    pub events: Batches,
+    /// Rejects table (`d2d_model::columnar::REJECTS`).
+    pub rejects: Batches,
     /// Sources read.
     pub files: u64,
     /// Lines read.
@@ -232,7 +234,7 @@ pub fn read(
     let mut sink = Sink {
         dedup: Some(Dedup::default()),
         strict,
-        tables: Some(Default::default()),
+        tables: Some((EventBatches::new()?, RejectBatches::new()?)),
         profile: Some(Profiler::new()),
         distances: Some(Default::default()),
         ..Sink::default()
@@ -247,11 +249,17 @@ pub fn read(
         ..
     } = sink;
     py.detach(move || {
-        let (events, rejects) = tables.unwrap_or_default();
+        let (events, rejects) = match tables {
+            Some((events, rejects)) => (events.finish()?, rejects.finish()?),
+            None => (
+                EventBatches::new()?.finish()?,
+                RejectBatches::new()?.finish()?,
+            ),
+        };
         let (tracks, periods) = Summary::distances_state(distances.unwrap_or_default());
         Ok(Read {
-            events: events.finish(),
-            rejects: rejects.finish(),
+            events,
+            rejects,
             files,
             lines,
             duplicates,
@@ -308,7 +316,7 @@ mod tests {
     fn batches_are_deduplicated_against_earlier_ones() {
         let mut sink = Sink {
             dedup: Some(Dedup::default()),
-            tables: Some(Default::default()),
+            tables: Some((EventBatches::new().unwrap(), RejectBatches::new().unwrap())),
             ..Sink::default()
         };
         sink.add(parse_bytes("1", format!("{A}\n{A}\n").as_bytes()))
@@ -317,8 +325,8 @@ mod tests {
             .unwrap();
         assert_eq!((sink.lines, sink.duplicates), (5, 2));
         let (events, rejects) = sink.tables.unwrap();
-        assert_eq!(events.finish().rows, 2);
-        assert_eq!(rejects.finish().rows, 1);
+        assert_eq!(events.finish().unwrap().num_rows(), 2);
+        assert_eq!(rejects.finish().unwrap().num_rows(), 1);
     }
 
     #[test]

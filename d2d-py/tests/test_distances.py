@@ -91,11 +91,12 @@ def test_dtypes(landing: Path):
 
 def _recompute(events: pd.DataFrame, max_speed_mps: float | None) -> list[tuple]:
     """The distance definition, written again from the design text with pandas."""
-    periods = events[events["kind"].astype(str).str.startswith("operating_period.")]
+    periods = events[events["on"] == "operating_period"]
     # The latest event of each period wins (a later line wins a tie).
     latest = periods.sort_values("event_at", kind="stable").groupby("operating_period_id").tail(1)
-    live = latest[latest["kind"] == "operating_period.create"].sort_values("operating_period_id")
-    fixes = events[events["kind"] == "vehicle.update"][["vehicle_id", "location_at", "lat", "lng"]]
+    live = latest[latest["event"] == "create"].sort_values("operating_period_id")
+    updates = events[(events["on"] == "vehicle") & (events["event"] == "update")]
+    fixes = updates[["vehicle_id", "location_at", "lat", "lng"]]
     fixes = fixes.drop_duplicates().sort_values(["vehicle_id", "location_at", "lat", "lng"])
     rows = []
     for p in live.itertuples():

@@ -23,12 +23,13 @@ REJECT_CODES = [
 ]  # fmt: skip
 
 # The warehouse's names (d2d-pipeline/SCHEMA.md): dwh.fact_vehicle_event and
-# dwh.fact_period_event for events, staging.reject for rejects, dwh.vehicle_period_distance.
+# dwh.fact_period_event for events (plus the feed's `on`, which the warehouse splits by),
+# staging.reject for rejects, dwh.vehicle_period_distance.
 EVENT_COLUMNS = [
-    "source", "line", "kind", "event_at", "organization_id", "vehicle_id", "lat", "lng",
-    "location_at", "operating_period_id", "start_at", "finish_at",
+    "source_key", "line", "source_time", "on", "event", "event_at", "organization_id",
+    "vehicle_id", "lat", "lng", "location_at", "operating_period_id", "start_at", "finish_at",
 ]  # fmt: skip
-REJECT_COLUMNS = ["source", "line", "code", "field", "reason", "raw"]
+REJECT_COLUMNS = ["source_key", "line", "source_time", "code", "field", "reason", "raw"]
 DISTANCE_COLUMNS = [
     "operating_period_id", "vehicle_id", "fixes", "first_at", "last_at", "metres",
 ]  # fmt: skip
@@ -56,7 +57,7 @@ def test_column_names_are_the_warehouses(day: d2d.ReadResult):
     assert day.rejects.column_names == REJECT_COLUMNS
     assert d2d.distances(day).column_names == DISTANCE_COLUMNS
     schema = SCHEMA.read_text()
-    for name in set(EVENT_COLUMNS + REJECT_COLUMNS + DISTANCE_COLUMNS) - {"source", "kind"}:
+    for name in set(EVENT_COLUMNS + REJECT_COLUMNS + DISTANCE_COLUMNS) - {"on"}:
         assert f"`{name}`" in schema, name
 
 
@@ -76,12 +77,13 @@ def test_to_polars(day: d2d.ReadResult):
     frame = day.events.to_polars()
     assert isinstance(frame, pl.DataFrame)
     assert frame.columns == EVENT_COLUMNS and frame.height == 35290
-    assert frame.schema["kind"] == pl.Categorical
+    assert frame.schema["event"] == pl.Categorical
     assert frame.schema["event_at"] == pl.Datetime("us", "UTC")
+    assert frame.schema["source_time"] == pl.Datetime("us")
     assert frame.schema["lat"] == pl.Float64
-    kinds = frame.group_by("kind").len()
-    by_pandas = day.events.to_pandas()["kind"].value_counts()
-    assert dict(zip(kinds["kind"].cast(pl.String), kinds["len"])) == {
+    kinds = frame.group_by("event").len()
+    by_pandas = day.events.to_pandas()["event"].value_counts()
+    assert dict(zip(kinds["event"].cast(pl.String), kinds["len"])) == {
         k: n for k, n in by_pandas.items() if n
     }
     rejects = d2d.read_events(b"\xff\n").rejects.to_polars()

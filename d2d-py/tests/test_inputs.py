@@ -18,14 +18,14 @@ import d2d
 
 def _events(r: d2d.ReadResult) -> pa.Table:
     """The events without their `source` column, to compare reads of the same bytes."""
-    return r.events.to_arrow().drop_columns(["source"])
+    return r.events.to_arrow().drop_columns(["source_key", "source_time"])
 
 
 def test_a_glob_reads_the_files_it_matches_in_landing_order(landing: Path, landing_files):
     r = d2d.read_events(str(landing / "**" / "2019-06-01-15-17-*-events.txt"))
     want = [p for p in landing_files if p.name.startswith("2019-06-01-15-17-")]
     assert r.files == len(want) == 57
-    sources = list(dict.fromkeys(r.events.to_pandas()["source"].astype(str)))
+    sources = list(dict.fromkeys(r.events.to_pandas()["source_key"].astype(str)))
     assert sources == [str(p) for p in want]
 
 
@@ -72,10 +72,10 @@ def test_file_objects_are_read_in_pieces(landing_files, sample_bytes: bytes):
     path = landing_files[1]
     with path.open("rb") as f:
         r = d2d.read_events(f)
-    assert r.events.to_pandas()["source"].astype(str)[0] == str(path)
+    assert r.events.to_pandas()["source_key"].astype(str)[0] == str(path)
     assert _events(r).equals(_events(d2d.read_events(path)))
     anonymous = d2d.read_events(io.BytesIO(sample_bytes))
-    assert anonymous.events.to_pandas()["source"].astype(str)[0] == "<file>"
+    assert anonymous.events.to_pandas()["source_key"].astype(str)[0] == "<file>"
     assert _events(anonymous).equals(_events(d2d.read_events(sample_bytes)))
     text = d2d.read_events(io.StringIO(path.read_text()))
     assert _events(text).equals(_events(r))
@@ -97,8 +97,8 @@ def test_iterables_of_bytes_and_paths_are_read_lazily_in_order(landing_files):
         yield (REGISTER % "v2").encode()
 
     r = d2d.read_events(blobs())
-    assert list(r.events.to_pandas()["source"].astype(str)) == ["<bytes[0]>", "<bytes[2]>"]
-    assert list(r.rejects.to_pandas()["source"].astype(str)) == ["<bytes[1]>"]
+    assert list(r.events.to_pandas()["source_key"].astype(str)) == ["<bytes[0]>", "<bytes[2]>"]
+    assert list(r.rejects.to_pandas()["source_key"].astype(str)) == ["<bytes[1]>"]
     paths = d2d.read_events(p for p in landing_files[:5])
     assert paths.files == 5
     assert _events(paths).equals(_events(d2d.read_events(landing_files[:5])))
@@ -177,7 +177,7 @@ def test_s3_prefixes_are_read_like_folders(s3_day):
     assert r.skipped == [f"{url}/README.md"]
     local = d2d.read_events(files)
     assert _events(r).equals(_events(local))
-    sources = list(dict.fromkeys(r.events.to_pandas()["source"].astype(str)))
+    sources = list(dict.fromkeys(r.events.to_pandas()["source_key"].astype(str)))
     assert sources == [f"{url}/{p.relative_to(p.parents[5])}" for p in files]
     with pytest.warns(d2d.SkippedFilesWarning):
         profile = d2d.data_check(url, storage_options=options, progress=True)

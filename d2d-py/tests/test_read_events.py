@@ -13,13 +13,8 @@ from conftest import REGISTER, period, update, utc
 
 import d2d
 
-KINDS = [
-    "vehicle.register",
-    "vehicle.update",
-    "vehicle.deregister",
-    "operating_period.create",
-    "operating_period.delete",
-]
+ONS = ["vehicle", "operating_period"]
+EVENTS = ["register", "update", "deregister", "create", "delete"]
 UTC_US = pa.timestamp("us", tz="UTC")
 
 
@@ -39,10 +34,10 @@ def test_sample_counts_match_the_files(day: d2d.ReadResult, landing_files, sampl
 def test_arrow_schema(day: d2d.ReadResult):
     schema = day.events.to_arrow().schema
     assert schema.names == [
-        "source", "line", "kind", "event_at", "organization_id", "vehicle_id",
-        "lat", "lng", "location_at", "operating_period_id", "start_at", "finish_at",
+        "source_key", "line", "source_time", "on", "event", "event_at", "organization_id",
+        "vehicle_id", "lat", "lng", "location_at", "operating_period_id", "start_at", "finish_at",
     ]  # fmt: skip
-    for name in ("source", "kind", "organization_id"):
+    for name in ("source_key", "on", "event", "organization_id"):
         assert pa.types.is_dictionary(schema.field(name).type), name
     for name in ("event_at", "location_at", "start_at", "finish_at"):
         assert schema.field(name).type == UTC_US, name
@@ -56,9 +51,11 @@ def test_arrow_schema(day: d2d.ReadResult):
 
 def test_pandas_dtypes(day: d2d.ReadResult):
     df = day.events.to_pandas()
-    assert isinstance(df["kind"].dtype, pd.CategoricalDtype)
-    assert list(df["kind"].cat.categories) == KINDS
-    assert isinstance(df["source"].dtype, pd.CategoricalDtype)
+    assert isinstance(df["on"].dtype, pd.CategoricalDtype)
+    assert list(df["on"].cat.categories) == ONS
+    assert isinstance(df["event"].dtype, pd.CategoricalDtype)
+    assert list(df["event"].cat.categories) == EVENTS
+    assert isinstance(df["source_key"].dtype, pd.CategoricalDtype)
     for name in ("event_at", "location_at", "start_at", "finish_at"):
         dtype = df[name].dtype
         assert isinstance(dtype, pd.DatetimeTZDtype), name
@@ -77,7 +74,7 @@ def test_every_row_equals_an_independent_json_reading(day: d2d.ReadResult, sampl
 
 
 def test_sources_come_in_numeric_file_name_order(day: d2d.ReadResult, landing_files):
-    sources = day.events.to_pandas()["source"]
+    sources = day.events.to_pandas()["source_key"]
     first_seen = list(dict.fromkeys(sources.astype(str)))
     assert first_seen == [str(p) for p in landing_files]
     assert first_seen[0].endswith("2019-06-01-15-17-3-events.txt")
@@ -86,13 +83,13 @@ def test_sources_come_in_numeric_file_name_order(day: d2d.ReadResult, landing_fi
 
 def test_missing_fields_are_null(day: d2d.ReadResult):
     df = day.events.to_pandas()
-    register = df[df["kind"] == "vehicle.register"]
+    register = df[(df["on"] == "vehicle") & (df["event"] == "register")]
     assert len(register) == 100
     assert register["lat"].isna().all() and register["location_at"].isna().all()
     assert register["operating_period_id"].isna().all()
-    updates = df[df["kind"] == "vehicle.update"]
+    updates = df[(df["on"] == "vehicle") & (df["event"] == "update")]
     assert updates[["lat", "lng", "location_at", "vehicle_id"]].notna().all().all()
-    periods = df[df["kind"] == "operating_period.create"]
+    periods = df[(df["on"] == "operating_period") & (df["event"] == "create")]
     assert list(periods["operating_period_id"]) == ["op_2", "op_1"]
     assert periods["vehicle_id"].isna().all()
     assert (periods["start_at"] < periods["finish_at"]).all()
@@ -120,9 +117,17 @@ def test_bad_lines_are_rejects_with_line_code_field_and_raw():
     r = d2d.read_events(_mixed())
     assert (r.files, r.lines, len(r.events), r.duplicates, len(r.rejects)) == (1, 9, 2, 1, 6)
     rej = r.rejects.to_pandas()
-    assert list(rej.columns) == ["source", "line", "code", "field", "reason", "raw"]
+    assert list(rej.columns) == [
+        "source_key",
+        "line",
+        "source_time",
+        "code",
+        "field",
+        "reason",
+        "raw",
+    ]
     assert isinstance(rej["code"].dtype, pd.CategoricalDtype)
-    assert list(rej["source"].astype(str)) == ["<bytes>"] * 6
+    assert list(rej["source_key"].astype(str)) == ["<bytes>"] * 6
     # Line 2 is blank: it counts for numbering, not as a line read.
     assert list(rej["line"]) == [3, 4, 5, 6, 7, 8]
     assert list(rej["code"].astype(str)) == [code for _, code, _ in BAD]
@@ -149,7 +154,7 @@ def test_strict_raises_the_first_reject():
 def test_lists_mix_paths_and_bytes_in_the_given_order(landing_files):
     first, second = landing_files[1], landing_files[0]
     r = d2d.read_events([first, (REGISTER % "zz").encode(), str(second)])
-    sources = list(dict.fromkeys(r.events.to_pandas()["source"].astype(str)))
+    sources = list(dict.fromkeys(r.events.to_pandas()["source_key"].astype(str)))
     assert sources == [str(first), "<bytes[1]>", str(second)]
     assert r.files == 3
 
@@ -193,7 +198,7 @@ def test_folders_are_walked_recursively(tmp_path: Path):
     with pytest.warns(d2d.SkippedFilesWarning, match="zz-notes.txt"):
         r = d2d.read_events(tmp_path)
     assert r.files == 2
-    names = [Path(s).name for s in r.events.to_pandas()["source"].astype(str)]
+    names = [Path(s).name for s in r.events.to_pandas()["source_key"].astype(str)]
     assert names == ["2019-06-01-15-17-9-events.txt", "2019-06-01-15-17-10-events.txt"]
     assert [Path(s).name for s in r.skipped] == ["zz-notes.txt"]
     assert len(r.rejects) == 0
@@ -230,7 +235,8 @@ def test_concurrent_calls_from_threads_agree(landing_files):
 def test_periods_survive_a_round_trip_through_bytes():
     r = d2d.read_events(period("op_9", "10:00:00Z", "11:00:00Z").encode())
     row = r.events.to_arrow().to_pylist()[0]
-    assert row["kind"] == "operating_period.create"
+    assert (row["on"], row["event"]) == ("operating_period", "create")
+    assert row["source_time"] is None, "bytes have no landing file name"
     assert (row["start_at"], row["finish_at"]) == (
         utc("2019-06-01T10:00:00Z"),
         utc("2019-06-01T11:00:00Z"),

@@ -18,7 +18,7 @@ per 100 ms of work, and show a progress bar with ``progress=True`` when tqdm is 
 
 >>> import d2d
 >>> day = d2d.read_events("testdata/landing")                       # doctest: +SKIP
->>> day.events.to_pandas().groupby("kind").size()                  # doctest: +SKIP
+>>> day.events.to_pandas().groupby(["on", "event"]).size()         # doctest: +SKIP
 >>> d2d.data_check(day)["rejects"]                                 # doctest: +SKIP
 >>> d2d.distances(day).to_pandas().metres.describe()               # doctest: +SKIP
 
@@ -166,18 +166,21 @@ class ReadResult:
 
     Attributes:
         events: one row per distinct valid event, in input order (a :class:`Table`).
-            Columns, named as in the warehouse: ``source`` (dictionary), ``line`` (int64),
-            ``kind`` (dictionary of ``vehicle.register``, ``vehicle.update``,
-            ``vehicle.deregister``, ``operating_period.create``, ``operating_period.delete``),
-            ``event_at`` (timestamp UTC), ``organization_id`` (dictionary), ``vehicle_id``
-            (string), ``lat``, ``lng`` (float64), ``location_at`` (timestamp UTC),
-            ``operating_period_id`` (string), ``start_at``, ``finish_at`` (timestamp UTC).
-            Fields a kind does not have are null.
+            Columns, named and typed as in the warehouse and the lake's curated zone (one
+            schema, ``d2d_model::columnar``): ``source_key`` (dictionary: the path, URL or
+            ``<bytes>`` read), ``line`` (int64), ``source_time`` (timestamp without zone: the
+            time in a landing file's name, else null), ``on`` (dictionary of ``vehicle``,
+            ``operating_period``), ``event`` (dictionary of ``register``, ``update``,
+            ``deregister``, ``create``, ``delete``), ``event_at`` (timestamp UTC),
+            ``organization_id`` (dictionary), ``vehicle_id`` (string), ``lat``, ``lng``
+            (float64), ``location_at`` (timestamp UTC), ``operating_period_id`` (string),
+            ``start_at``, ``finish_at`` (timestamp UTC). Fields an event does not have are
+            null.
         rejects: one row per refused line, in input order (a :class:`Table`). Columns
-            ``source`` (dictionary), ``line`` (int64), ``code`` (dictionary of every reject
-            code, e.g. ``invalid_json``), ``field`` (string, the dotted field at fault, null
-            when the line is not even JSON), ``reason`` (string), ``raw`` (binary: the line
-            verbatim, which need not be UTF-8).
+            ``source_key`` (dictionary), ``line`` (int64), ``source_time`` (as for events),
+            ``code`` (dictionary of every reject code, e.g. ``invalid_json``), ``field``
+            (string, the dotted field at fault, null when the line is not even JSON),
+            ``reason`` (string), ``raw`` (binary: the line verbatim, which need not be UTF-8).
         files: sources read.
         lines: non-blank lines read; always ``events + duplicates + rejects``.
         duplicates: valid lines equal to an earlier event, not in ``events``.

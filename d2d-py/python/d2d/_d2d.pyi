@@ -8,10 +8,9 @@ from typing import Any, Final, final
 _Descriptor = str | tuple[str, Any]
 _Sources = Iterable[_Descriptor]
 _Progress = Callable[[int, int | None], object] | None
-# (rows, [(column name, column buffers), ...]): see d2d/_tables.py.
-_NativeTable = tuple[int, list[tuple[str, tuple[Any, ...]]]]
 
 __all__ = [
+    "ArrowTable",
     "D2dError",
     "Event",
     "Location",
@@ -40,6 +39,15 @@ class ParseError(D2dError, ValueError):
     code: str
     field: str | None
     raw: bytes
+
+@final
+class ArrowTable:
+    """A table built in Rust, exported through the Arrow PyCapsule protocol."""
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        """The table as an ``arrow_array_stream`` PyCapsule (the Arrow PyCapsule protocol)."""
+    @property
+    def num_rows(self) -> int: ...
 
 @final
 class Location:
@@ -88,8 +96,8 @@ class Summary:
 
     def profile(self) -> dict[str, Any]:
         """The data-check profile of the read, as a dict."""
-    def distances(self, *, max_speed_mps: float | None = None) -> _NativeTable:
-        """Distance per (operating period, vehicle) of the read, as column tuples."""
+    def distances(self, *, max_speed_mps: float | None = None) -> ArrowTable:
+        """Distance per (operating period, vehicle) of the read, as an Arrow table."""
 
 def read_events(
     sources: _Sources,
@@ -97,7 +105,7 @@ def read_events(
     strict: bool = False,
     progress: _Progress = None,
     total: int | None = None,
-) -> tuple[_NativeTable, _NativeTable, dict[str, int], Summary]: ...
+) -> tuple[ArrowTable, ArrowTable, dict[str, int], Summary]: ...
 def data_check(
     sources: _Sources, *, progress: _Progress = None, total: int | None = None
 ) -> dict[str, Any]: ...
@@ -107,7 +115,7 @@ def distances(
     max_speed_mps: float | None = None,
     progress: _Progress = None,
     total: int | None = None,
-) -> tuple[_NativeTable, dict[str, int]]: ...
+) -> tuple[ArrowTable, dict[str, int]]: ...
 def walk(folder: str) -> tuple[list[str], list[str]]: ...
 def landing_order(names: list[str], *, only_event_files: bool) -> tuple[list[str], list[str]]: ...
 def parse_line(raw: bytes | str, *, source: str = "<line>", line: int = 1) -> Event:

@@ -1,7 +1,8 @@
-"""Wraps the native module's column buffers into pyarrow tables, without touching a row.
+"""Imports the native module's tables into pyarrow, without copying a buffer.
 
-The native side hands over each column as flat buffers in Arrow's own layout (see
-``d2d-py/src/columns.rs``); ``pyarrow.Array.from_buffers`` adopts them as they are.
+The native side builds each table as Arrow record batches with the schemas of
+``d2d_model::columnar`` (the same the lake's curated zone is written with) and exports them
+through the Arrow C stream interface (``__arrow_c_stream__``, the Arrow PyCapsule protocol).
 """
 
 from __future__ import annotations
@@ -10,51 +11,10 @@ from typing import Any
 
 import pyarrow as pa
 
-#: Timestamps are UTC, microseconds since the epoch (the feed writes milliseconds).
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-_FIXED = {
-    "int64": pa.int64(),
-    "float64": pa.float64(),
-    "timestamp": TIMESTAMP,
-}
-
-_VARLEN = {
-    "string": pa.string(),
-    "large_string": pa.large_string(),
-    "binary": pa.binary(),
-    "large_binary": pa.large_binary(),
-}
-
-
-def _buffer(data: bytes | None) -> pa.Buffer | None:
-    return None if data is None else pa.py_buffer(data)
-
-
-def _array(rows: int, spec: tuple[Any, ...]) -> pa.Array:
-    kind = spec[0]
-    if kind == "dictionary":
-        _, indices, values = spec
-        index = pa.Array.from_buffers(pa.int32(), rows, [None, pa.py_buffer(indices)])
-        return pa.DictionaryArray.from_arrays(index, pa.array(values, pa.string()))
-    if kind in _FIXED:
-        _, values, validity, nulls = spec
-        return pa.Array.from_buffers(
-            _FIXED[kind], rows, [_buffer(validity), pa.py_buffer(values)], null_count=nulls
-        )
-    if kind in _VARLEN:
-        _, offsets, data, validity, nulls = spec
-        return pa.Array.from_buffers(
-            _VARLEN[kind],
-            rows,
-            [_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)],
-            null_count=nulls,
-        )
-    raise AssertionError(f"unknown column kind from the native module: {kind!r}")
-
-
-def table(native: tuple[int, list[tuple[str, tuple[Any, ...]]]]) -> pa.Table:
-    """Builds a ``pyarrow.Table`` from ``(rows, [(name, column), ...])``."""
-    rows, columns = native
-    arrays = [_array(rows, spec) for _, spec in columns]
-    return pa.Table.from_arrays(arrays, names=[name for name, _ in columns])
+def table(native: Any) -> pa.Table:
+    """Builds a ``pyarrow.Table`` from a native ``ArrowTable`` (or any Arrow C stream)."""
+    # `RecordBatchReader.from_stream` and `pa.table(native)` need pyarrow >= 15; this
+    # classmethod is how pyarrow 14 (the oldest supported) imports a stream capsule.
+    reader = pa.RecordBatchReader._import_from_c_capsule(native.__arrow_c_stream__())
+    return reader.read_all()
