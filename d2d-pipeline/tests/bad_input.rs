@@ -5,8 +5,6 @@
 //! before anything of it is committed.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,8 +13,8 @@ use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
+use d2d_testkit::{repo_root, TempDir, TestDb};
 use sha2::{Digest, Sha256};
-use support::{repo_root, TempDir, TestDb};
 
 fn june_1() -> NaiveDate {
     "2019-06-01".parse().unwrap()

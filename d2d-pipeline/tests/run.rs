@@ -3,22 +3,21 @@
 //! `--move`, rejects, failures and back-fills.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use chrono::NaiveDate;
 use d2d_model::distance::{averages, period_distances, DistanceOptions};
 use d2d_model::parse::{parse_bytes, Parsed};
 use d2d_model::period::resolve_periods;
 use d2d_model::track::tracks;
 use d2d_pipeline::run::{no_events, run_day, run_days, Phase, RunConfig, RunEvent};
-use d2d_pipeline::store::{Store, StoreOptions};
+use d2d_pipeline::store::StoreOptions;
 use d2d_pipeline::warehouse::{TableChecksum, Warehouse};
 use d2d_pipeline::Error;
-use futures_util::{StreamExt, TryStreamExt};
-use support::{copy_tree, landing_dir, read_tree, sample_day, TempDir, TestDb};
+use d2d_testkit::{
+    copy_tree, landing_dir, read_tree, s3_buckets_with, s3_endpoint, sample_day, unique_tag,
+    TempDir, TestDb,
+};
 
 fn june_1() -> NaiveDate {
     "2019-06-01".parse().unwrap()
@@ -378,34 +377,12 @@ async fn an_unusable_lake_is_blamed_on_the_stores() {
 #[tokio::test]
 async fn s3_landing_and_lake_on_moto() {
     let db = TestDb::create().await;
-    let tag = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let tag = unique_tag();
     let landing_url = format!("s3://d2d-run-landing-{tag}/incoming");
     let lake_url = format!("s3://d2d-run-lake-{tag}");
-    let landing = Store::open(&landing_url).await.unwrap();
-    landing.create_if_missing().await.unwrap();
-    Store::open(&lake_url)
-        .await
-        .unwrap()
-        .create_if_missing()
-        .await
-        .unwrap();
     let files = sample_day();
     let started = std::time::Instant::now();
-    futures_util::stream::iter(files.iter().map(|(key, bytes)| {
-        let landing = landing.clone();
-        async move { landing.put(key, Bytes::from(bytes.clone())).await }
-    }))
-    .buffer_unordered(16)
-    .try_collect::<Vec<()>>()
-    .await
-    .unwrap();
+    let landing = s3_buckets_with(&landing_url, &lake_url, &files).await;
     eprintln!(
         "populated moto with the sample day in {:?}",
         started.elapsed()
@@ -608,39 +585,16 @@ async fn relay(
 #[tokio::test]
 async fn s3_run_reads_each_landing_byte_once() {
     let db = TestDb::create().await;
-    let endpoint = std::env::var("D2D_S3_ENDPOINT")
-        .expect("D2D_S3_ENDPOINT must name the S3-compatible test server");
-    let tag = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let endpoint = s3_endpoint();
+    let tag = unique_tag();
     let (landing_bucket, lake_bucket) = (
         format!("d2d-net-landing-{tag}"),
         format!("d2d-net-lake-{tag}"),
     );
     let landing_url = format!("s3://{landing_bucket}/incoming");
     let lake_url = format!("s3://{lake_bucket}");
-    let landing = Store::open(&landing_url).await.unwrap();
-    landing.create_if_missing().await.unwrap();
-    Store::open(&lake_url)
-        .await
-        .unwrap()
-        .create_if_missing()
-        .await
-        .unwrap();
     let files = sample_day();
-    futures_util::stream::iter(files.iter().map(|(key, bytes)| {
-        let landing = landing.clone();
-        async move { landing.put(key, Bytes::from(bytes.clone())).await }
-    }))
-    .buffer_unordered(16)
-    .try_collect::<Vec<()>>()
-    .await
-    .unwrap();
+    s3_buckets_with(&landing_url, &lake_url, &files).await;
     let day_bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
 
     let proxy = CountingProxy::start(&endpoint).await;
