@@ -5,14 +5,10 @@
 // Tests fail loudly on purpose: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join(name)
-}
+use d2d_testkit::{example, TempDir};
 
 fn data_check(args: &[&str]) -> Output {
     Command::new(example("data_check"))
@@ -54,7 +50,8 @@ fn data_check_json_reports_the_sample_day() {
 
 #[test]
 fn data_check_reports_rejects_and_keeps_going() {
-    let dir = std::env::temp_dir().join(format!("d2d-data-check-{}", std::process::id()));
+    let tmp = TempDir::new("data-check");
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("nested")).unwrap();
     let good = std::fs::read_to_string(
         "testdata/landing/data/resources/2019/06/01/15/17/2019-06-01-15-17-4-events.txt",
@@ -98,7 +95,6 @@ fn data_check_reports_rejects_and_keeps_going() {
     assert_eq!(rejects[0]["line"], 2);
     assert_eq!(rejects[0]["reason"], "event: missing or null");
     assert_eq!(rejects[1]["line"], 4);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
