@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use d2d::pipeline::run::Phase;
 use d2d::pipeline::warehouse::{TableChecksum, Warehouse};
-use d2d_testkit::{example, read_tree, TempDir, TestDb};
+use d2d_testkit::{example, file_paths, read_tree, TempDir, TestDb};
 
 /// A `daily_load` child, SIGKILLed when dropped (a failing test leaves no process behind).
 struct Job(Child);
@@ -54,7 +54,7 @@ fn write_landing(dir: &Path) {
 
 /// Files under `dir`, at any depth.
 fn files_under(dir: &Path) -> usize {
-    read_tree(dir).len()
+    file_paths(dir).len()
 }
 
 /// Where one warehouse's job reads and writes.

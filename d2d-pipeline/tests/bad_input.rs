@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
-use d2d_testkit::{repo_root, TempDir, TestDb};
+use d2d_testkit::{file_paths, repo_root, TempDir, TestDb};
 use sha2::{Digest, Sha256};
 
 fn june_1() -> NaiveDate {
@@ -234,22 +234,16 @@ async fn every_kind_of_bad_input_has_its_documented_outcome() {
     let huge_copy = lake.path().join("raw/dt=2019-06-01").join(huge_key);
     let passwd = std::fs::read("/etc/passwd").unwrap();
     let first_line = passwd.split(|b| *b == b'\n').next().unwrap().to_vec();
-    let mut stack = vec![lake.path().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path != huge_copy {
-                let bytes = std::fs::read(&path).unwrap();
-                assert!(
-                    !bytes
-                        .windows(first_line.len())
-                        .any(|w| w == first_line.as_slice()),
-                    "{} holds a line of /etc/passwd",
-                    path.display()
-                );
-            }
+    for path in file_paths(lake.path()) {
+        if path != huge_copy {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes
+                    .windows(first_line.len())
+                    .any(|w| w == first_line.as_slice()),
+                "{} holds a line of /etc/passwd",
+                path.display()
+            );
         }
     }
     let leaked: i64 = wh

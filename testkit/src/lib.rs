@@ -8,7 +8,7 @@
 //!   connection code;
 //! - [`TempDir`]: a temporary folder removed when dropped ([`tempfile`] underneath);
 //! - the bundled sample day ([`landing_dir`], [`sample_day`]) and folder trees read in landing
-//!   order ([`read_tree`], [`copy_tree`], [`walkdir`] underneath);
+//!   order ([`read_tree`], [`copy_tree`], [`file_paths`]; [`walkdir`] underneath);
 //! - S3 on the S3-compatible test server: [`s3_endpoint`], [`unique_tag`] for bucket names,
 //!   [`s3_buckets_with`] to create a landing and a lake bucket and upload files;
 //! - [`example`]: an example binary built next to the test binary, refused when stale.
@@ -199,31 +199,44 @@ pub fn landing_dir() -> PathBuf {
     repo_root().join("testdata/landing")
 }
 
+/// Every file under `dir`, at any depth, sorted by path; links are followed. A missing `dir`
+/// panics: a test that expects files there is wrong if there is no folder.
+pub fn file_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
+        let entry = entry.unwrap_or_else(|e| panic!("walk {}: {e}", dir.display()));
+        if !entry.file_type().is_dir() {
+            out.push(entry.into_path());
+        }
+    }
+    out
+}
+
 /// Every file under `dir`, at any depth, as (key relative to `dir` with `/`, bytes), in
 /// landing order. Links are followed.
 pub fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
-        let entry = entry.unwrap_or_else(|e| panic!("walk {}: {e}", dir.display()));
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        let key = entry
-            .path()
-            .strip_prefix(dir)
-            .expect("walkdir yields paths under its root")
-            .components()
-            .map(|c| {
-                c.as_os_str()
-                    .to_str()
-                    .unwrap_or_else(|| panic!("not UTF-8: {}", entry.path().display()))
-            })
-            .collect::<Vec<_>>()
-            .join("/");
-        let bytes = std::fs::read(entry.path())
-            .unwrap_or_else(|e| panic!("read {}: {e}", entry.path().display()));
-        out.push((key, bytes));
-    }
+    let mut out: Vec<_> = file_paths(dir)
+        .into_iter()
+        .map(|path| {
+            let key = path
+                .strip_prefix(dir)
+                .expect("walkdir yields paths under its root")
+                .components()
+                .map(|c| {
+                    c.as_os_str()
+                        .to_str()
+                        .unwrap_or_else(|| panic!("not UTF-8: {}", path.display()))
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let bytes =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            (key, bytes)
+        })
+        .collect();
     out.sort_by(|a, b| landing_order(&a.0, &b.0));
     out
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use d2d::pipeline::store::{Store, StoreOptions};
 use d2d::pipeline::warehouse::{TableChecksum, Warehouse};
-use d2d_testkit::{example, landing_dir, read_tree, unique_tag, TempDir, TestDb};
+use d2d_testkit::{example, file_paths, landing_dir, read_tree, unique_tag, TempDir, TestDb};
 use proxy::{Fault, FaultProxy, Matcher, Rule, When};
 use serde_json::Value;
 
@@ -442,9 +442,9 @@ async fn a_silent_endpoint_is_retried_and_a_dead_one_fails_within_a_minute() {
 
 /// Every regular file under `dir`, as paths relative to it.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    read_tree(dir)
+    file_paths(dir)
         .into_iter()
-        .map(|(key, _)| PathBuf::from(key))
+        .map(|path| path.strip_prefix(dir).unwrap().to_owned())
         .collect()
 }
 
