@@ -114,6 +114,55 @@ fn data_check_distances_are_csv_only() {
         .all(|r| r.len() == 6 && r[5].parse::<f64>().unwrap() >= 0.0));
 }
 
+/// Ids are free text: a comma or a quote in one is quoted as CSV says, so a CSV reader reads
+/// back the ids the files hold (a line break cannot occur: the parser rejects such an id).
+#[test]
+fn data_check_distances_quote_ids_that_need_it() {
+    let tmp = TempDir::new("data-check-csv");
+    let (period, vehicle) = (r#"op,"1""#, "v,1");
+    let lines = [
+        serde_json::json!({"event": "create", "on": "operating_period", "at": "2019-06-01T18:00:00Z",
+            "data": {"id": period, "start": "2019-06-01T18:00:00Z", "finish": "2019-06-01T19:00:00Z"},
+            "organization_id": "org"}),
+        serde_json::json!({"event": "update", "on": "vehicle", "at": "2019-06-01T18:17:10.101Z",
+            "data": {"id": vehicle, "location": {"lat": 52.45, "lng": 13.46, "at": "2019-06-01T18:17:10.101Z"}},
+            "organization_id": "org"}),
+        serde_json::json!({"event": "update", "on": "vehicle", "at": "2019-06-01T18:17:20.101Z",
+            "data": {"id": vehicle, "location": {"lat": 52.46, "lng": 13.46, "at": "2019-06-01T18:17:20.101Z"}},
+            "organization_id": "org"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(tmp.path().join("2019-06-01-15-17-10-events.txt"), text).unwrap();
+
+    let out = data_check(&["--distances", tmp.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv_text = stdout(&out);
+    let row = csv_text.lines().nth(1).unwrap();
+    assert!(row.starts_with(r#""op,""1""","v,1",2,"#), "{row}");
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 1, "{csv_text}");
+    assert_eq!(
+        records[0].iter().take(5).collect::<Vec<_>>(),
+        [
+            period,
+            vehicle,
+            "2",
+            "2019-06-01T18:17:10.101Z",
+            "2019-06-01T18:17:20.101Z"
+        ]
+    );
+    let metres: f64 = records[0][5].parse().unwrap();
+    assert!(
+        metres > 1000.0 && metres < 1200.0,
+        "0.01° of latitude: {metres}"
+    );
+}
+
 #[test]
 fn data_check_fails_clearly_on_an_unreadable_path() {
     let out = data_check(&["--json", "no/such/folder"]);
