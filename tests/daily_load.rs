@@ -447,11 +447,8 @@ async fn sns_and_sqs() -> (aws_sdk_sns::Client, aws_sdk_sqs::Client) {
 #[tokio::test]
 async fn a_failing_day_alerts_by_sns() {
     let db = TestDb::create_tagged("sns").await;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!("d2d-alerts-{}-{nanos}", std::process::id());
+    let tag = unique_tag();
+    let name = format!("d2d-alerts-{tag}");
     // The topic's messages are read back through a subscribed SQS queue: the SNS and SQS APIs
     // alone (moto's `/moto-api/data.json` dumps every service and fails on S3 objects that
     // other tests left behind).
@@ -490,7 +487,7 @@ async fn a_failing_day_alerts_by_sns() {
         .send()
         .await
         .unwrap();
-    let secret = format!("wJalrXUtnFEMI-d2d-test-{nanos}");
+    let secret = format!("wJalrXUtnFEMI-d2d-test-{tag}");
     let tmp_dir = TempDir::new("sns");
     let tmp = tmp_dir.path();
     let landing = tmp.join(format!("landing-{secret}"));

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
+use d2d_testkit::example;
+
 /// The example binaries with a command line, by the names of `examples/*.rs`: all but
 /// `lambda`, which is built only with the `lambda` feature, has no flags (its environment is
 /// read by `d2d::pipeline::lambda`) and serves the Lambda runtime API rather than `--help`.
@@ -20,16 +22,6 @@ fn binaries() -> BTreeSet<String> {
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .filter(|name| name != "lambda")
         .collect()
-}
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
 }
 
 /// What one binary accepts, read from its own `--help`.
