@@ -403,16 +403,9 @@ async fn max_reject_ratio_fails_the_day_before_anything_is_committed() {
         std::fs::read(lake.path().join(&quarantine_key)).unwrap(),
         quarantine_before
     );
-    let last = wh
-        .client()
-        .query_one(
-            "SELECT status, error FROM etl.load_run ORDER BY run_id DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(last.get::<_, String>(0), "failed");
-    assert!(last.get::<_, String>(1).contains("0.2727"));
+    let (status, error) = db.last_run().await;
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("0.2727"));
 
     // Without the limit the same day loads.
     config.max_reject_ratio = None;

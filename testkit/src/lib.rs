@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use bytes::Bytes;
 use d2d_model::landing::landing_order;
 use d2d_pipeline::store::Store;
-use d2d_pipeline::warehouse::Warehouse;
+use d2d_pipeline::warehouse::{TableChecksum, Warehouse};
 use futures_util::{StreamExt, TryStreamExt};
 
 /// Distinguishes names made in the same process within the same nanosecond.
@@ -115,6 +115,38 @@ impl TestDb {
     /// The database's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A connection to the test database.
+    pub async fn connect(&self) -> Warehouse {
+        Warehouse::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to the test database {}: {e}", self.name))
+    }
+
+    /// The checksums of the warehouse's tables (`etl.dwh_checksums()`): equal checksums, same
+    /// warehouse.
+    pub async fn checksums(&self) -> Vec<TableChecksum> {
+        self.connect()
+            .await
+            .dwh_checksums()
+            .await
+            .unwrap_or_else(|e| panic!("checksums of {}: {e}", self.name))
+    }
+
+    /// Status and error of the latest run in `etl.load_run`.
+    pub async fn last_run(&self) -> (String, Option<String>) {
+        let row = self
+            .connect()
+            .await
+            .client()
+            .query_one(
+                "SELECT status, error FROM etl.load_run ORDER BY run_id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the latest run in {}: {e}", self.name));
+        (row.get(0), row.get(1))
     }
 }
 

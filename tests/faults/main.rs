@@ -25,7 +25,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use d2d::pipeline::store::{Store, StoreOptions};
-use d2d::pipeline::warehouse::{TableChecksum, Warehouse};
+use d2d::pipeline::warehouse::TableChecksum;
 use d2d_testkit::{example, file_paths, landing_dir, read_tree, unique_tag, TempDir, TestDb};
 use proxy::{Fault, FaultProxy, Matcher, Rule, When};
 use serde_json::Value;
@@ -41,31 +41,6 @@ fn text(bytes: &[u8]) -> String {
 /// `<tag>-<pid>-<counter>-<nanos>`: a bucket name of its own.
 fn unique(tag: &str) -> String {
     format!("{tag}-{}", unique_tag())
-}
-
-/// The warehouse's checksums in the test database.
-async fn checksums(db: &TestDb) -> Vec<TableChecksum> {
-    Warehouse::connect(&db.url)
-        .await
-        .unwrap()
-        .dwh_checksums()
-        .await
-        .unwrap()
-}
-
-/// Status and error of the latest run.
-async fn last_run(db: &TestDb) -> (String, Option<String>) {
-    let row = Warehouse::connect(&db.url)
-        .await
-        .unwrap()
-        .client()
-        .query_one(
-            "SELECT status, error FROM etl.load_run ORDER BY run_id DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
 }
 
 /// The first `n` files of the sample day, in landing order: (key, path).
@@ -159,10 +134,10 @@ async fn reference() -> &'static Reference {
             };
             write_folder(landing.path(), &files[..HALF]);
             run().await;
-            let half = checksums(&db).await;
+            let half = db.checksums().await;
             write_folder(landing.path(), &files[HALF..]);
             run().await;
-            let all = checksums(&db).await;
+            let all = db.checksums().await;
             assert_ne!(half, all, "the second half adds events");
             Reference { half, all }
         })
@@ -282,7 +257,7 @@ async fn retried_or_clean_failure(
         warnings.len(),
         warnings[0]["fields"]
     );
-    assert_eq!(checksums(&db).await, reference.half);
+    assert_eq!(db.checksums().await, reference.half);
 
     // Faults on every attempt: a clean failure.
     buckets.upload(&files[HALF..]).await;
@@ -305,11 +280,11 @@ async fn retried_or_clean_failure(
     eprintln!("failing: after {took:?}, alert:\n{summary}");
     assert!(summary.contains("d2d daily_load FAILED"), "{summary}");
     assert!(summary.contains(&proxy.url), "{summary}");
-    let (status, error) = last_run(&db).await;
+    let (status, error) = db.last_run().await;
     assert_eq!(status, "failed");
     assert!(error.unwrap_or_default().contains(&proxy.url));
     assert_eq!(
-        checksums(&db).await,
+        db.checksums().await,
         reference.half,
         "the warehouse is unchanged"
     );
@@ -318,7 +293,7 @@ async fn retried_or_clean_failure(
     proxy.set_rules(Vec::new());
     let (again, _) = daily_load(&args, &envs).await;
     assert!(again.status.success(), "{}", text(&again.stderr));
-    assert_eq!(checksums(&db).await, reference.all);
+    assert_eq!(db.checksums().await, reference.all);
     out
 }
 
@@ -477,7 +452,7 @@ async fn a_full_lake_disk_fails_cleanly_and_a_rerun_with_space_loads_the_day() {
     write_folder(landing.path(), &files[..HALF]);
     let (out, _) = daily_load(&args, &envs).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(checksums(&db).await, reference.half);
+    assert_eq!(db.checksums().await, reference.half);
 
     // The rest of the day arrives; the lake can take no file over 4 KiB (the sample's are
     // about 11 KiB).
@@ -505,9 +480,9 @@ async fn a_full_lake_disk_fails_cleanly_and_a_rerun_with_space_loads_the_day() {
     let summary = std::fs::read_to_string(&alert_file).expect("the alert fired");
     eprintln!("full disk: alert:\n{summary}");
     assert!(summary.contains("File too large"), "{summary}");
-    assert_eq!(last_run(&db).await.0, "failed");
+    assert_eq!(db.last_run().await.0, "failed");
     assert_eq!(
-        checksums(&db).await,
+        db.checksums().await,
         reference.half,
         "the warehouse is unchanged"
     );
@@ -541,7 +516,7 @@ async fn a_full_lake_disk_fails_cleanly_and_a_rerun_with_space_loads_the_day() {
     let (out, _) = daily_load(&args, &envs).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!alert_file.exists());
-    assert_eq!(checksums(&db).await, reference.all);
+    assert_eq!(db.checksums().await, reference.all);
 }
 
 /// The alert command gets a scrubbed environment — no database URL, no AWS secret, no
