@@ -53,24 +53,8 @@ fn landing_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/landing")
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries =
-        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry
-            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-            .path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 fn load_real() -> Inputs {
-    let mut paths = Vec::new();
-    collect_files(&landing_dir(), &mut paths);
+    let mut paths = d2d_testkit::file_paths(&landing_dir());
     // The landing order: names are timestamps, so lexical order is time order.
     paths.sort();
     assert_eq!(

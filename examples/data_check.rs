@@ -79,6 +79,16 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+impl From<csv::Error> for Failure {
+    fn from(e: csv::Error) -> Self {
+        match e.into_kind() {
+            // Writing records of one shape, only the output can fail.
+            csv::ErrorKind::Io(e) => Failure::Output(e),
+            other => Failure::Output(std::io::Error::other(format!("CSV: {other:?}"))),
+        }
+    }
+}
+
 impl From<String> for Failure {
     fn from(message: String) -> Self {
         Failure::Input(message)
@@ -129,49 +139,49 @@ fn write_report(args: &Args, out: &mut impl Write) -> Result<(), Failure> {
             writeln!(out, "{line}")?;
         }
     } else if args.distances {
-        writeln!(out, "period,vehicle,fixes,first_at,last_at,metres")?;
-        for r in &rows {
-            writeln!(
-                out,
-                "{},{},{},{},{},{}",
-                csv_field(r.period.as_str()),
-                csv_field(r.vehicle.as_str()),
-                r.fixes,
-                format_timestamp(&r.first_at),
-                format_timestamp(&r.last_at),
-                r.metres
-            )?;
-        }
+        write_distances(out, &rows)?;
     } else {
         print_summary(out, &profile, &parsed, &periods, &rows)?;
     }
     Ok(())
 }
 
-/// Adds `path` (a file, or every file below a folder) as (display name, path).
-fn collect(path: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.is_dir() {
-        let entries =
-            std::fs::read_dir(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            collect(&entry.path(), out)?;
-        }
-    } else {
-        out.push((path.display().to_string(), path.to_owned()));
+/// The distances as CSV. Ids are free text (commas and quotes included): the csv crate quotes
+/// a field when it needs it.
+fn write_distances(out: &mut impl Write, rows: &[distance::PeriodDistance]) -> Result<(), Failure> {
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record([
+        "period", "vehicle", "fixes", "first_at", "last_at", "metres",
+    ])?;
+    for r in rows {
+        csv.write_record([
+            r.period.as_str(),
+            r.vehicle.as_str(),
+            r.fixes.to_string().as_str(),
+            format_timestamp(&r.first_at).as_str(),
+            format_timestamp(&r.last_at).as_str(),
+            r.metres.to_string().as_str(),
+        ])?;
     }
+    csv.flush()?;
     Ok(())
 }
 
-/// Quotes a CSV field when it needs it (ids are free text).
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
+/// Adds `path` (a file, or every file below a folder, links followed) as (display name, path).
+fn collect(path: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), String> {
+    for entry in walkdir::WalkDir::new(path).follow_links(true) {
+        let entry = entry.map_err(|e| {
+            let at = e.path().unwrap_or(path).display();
+            match e.io_error() {
+                Some(io) => format!("cannot read {at}: {io}"),
+                None => format!("cannot read {at}: {e}"),
+            }
+        })?;
+        if !entry.file_type().is_dir() {
+            out.push((entry.path().display().to_string(), entry.into_path()));
+        }
     }
+    Ok(())
 }
 
 fn print_summary(

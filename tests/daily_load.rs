@@ -6,73 +6,14 @@
 // Tests fail loudly on purpose: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use d2d::pipeline::warehouse::Warehouse;
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join(name)
-}
+use d2d_testkit::{example, s3_endpoint, sample_day, unique_tag, TempDir, TestDb};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A database of its own, dropped at the end (also on panic).
-struct TestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create(tag: &str) -> TestDb {
-        let admin = std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("d2d_test_{tag}_{}_{nanos}", std::process::id());
-        let wh = Warehouse::connect(&admin).await.unwrap();
-        // Our own [a-z0-9_] name: safe to splice (identifiers cannot be bound).
-        wh.client()
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-        let server = &base[..base.rfind('/').unwrap()];
-        let url = if query.is_empty() {
-            format!("{server}/{name}")
-        } else {
-            format!("{server}/{name}?{query}")
-        };
-        TestDb { admin, name, url }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(wh) = Warehouse::connect(&admin).await {
-                    let _ = wh
-                        .client()
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            })
-        })
-        .join();
-    }
 }
 
 const PERIOD: &str = r#"{"event":"create","on":"operating_period","at":"2019-06-01T18:00:00Z","data":{"id":"op_1","start":"2019-06-01T18:00:00Z","finish":"2019-06-01T19:00:00Z"},"organization_id":"org-id"}"#;
@@ -104,9 +45,9 @@ fn run(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
 
 #[tokio::test]
 async fn setup_then_load_then_fail_with_an_alert() {
-    let db = TestDb::create("cli").await;
-    let tmp = std::env::temp_dir().join(format!("d2d-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let db = TestDb::create_tagged("cli").await;
+    let tmp_dir = TempDir::new("cli");
+    let tmp = tmp_dir.path();
     let (landing, lake) = (tmp.join("landing"), tmp.join("lake"));
     write_landing(&landing);
 
@@ -348,7 +289,6 @@ async fn setup_then_load_then_fail_with_an_alert() {
         &envs,
     );
     assert_eq!(out.status.code(), Some(2));
-    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 /// The sample day through the binaries on the real S3-compatible server, as issue 3 asks:
@@ -357,20 +297,14 @@ async fn setup_then_load_then_fail_with_an_alert() {
 /// equals d2d-model's averages.
 #[tokio::test]
 async fn sample_day_on_s3_through_the_binaries() {
-    use d2d::model::{distance, landing, parse, period, track};
+    use d2d::model::{distance, parse, period, track};
     use d2d::pipeline::store::{Store, StoreOptions};
 
-    assert!(
-        std::env::var("D2D_S3_ENDPOINT").is_ok(),
-        "D2D_S3_ENDPOINT must name the test S3 server (scripts/test sets it)"
-    );
-    let db = TestDb::create("s3cli").await;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let landing_url = format!("s3://d2d-cli-landing-{}-{nanos}/data", std::process::id());
-    let lake_url = format!("s3://d2d-cli-lake-{}-{nanos}", std::process::id());
+    s3_endpoint();
+    let db = TestDb::create_tagged("s3cli").await;
+    let tag = unique_tag();
+    let landing_url = format!("s3://d2d-cli-landing-{tag}/data");
+    let lake_url = format!("s3://d2d-cli-lake-{tag}");
     let options = StoreOptions::from_env();
     Store::open_with(&lake_url, &options)
         .await
@@ -456,20 +390,7 @@ async fn sample_day_on_s3_through_the_binaries() {
     assert_eq!(checksums().await, after_first);
 
     // BI's answer equals d2d-model's on the same files.
-    let mut files = Vec::new();
-    let mut stack = vec![PathBuf::from("testdata/landing")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort_by(|a, b| landing::landing_order(&a.0, &b.0));
-    let parsed = parse::parse_sources(&files);
+    let parsed = parse::parse_sources(&sample_day());
     let events = || parsed.events.iter().map(|r| &r.event);
     let periods = period::resolve_periods(events());
     let rows = distance::period_distances(&periods, &track::tracks(events()), &Default::default());
@@ -525,12 +446,9 @@ async fn sns_and_sqs() -> (aws_sdk_sns::Client, aws_sdk_sqs::Client) {
 /// redacted (the landing path carries the AWS secret key); the command alert runs as well.
 #[tokio::test]
 async fn a_failing_day_alerts_by_sns() {
-    let db = TestDb::create("sns").await;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!("d2d-alerts-{}-{nanos}", std::process::id());
+    let db = TestDb::create_tagged("sns").await;
+    let tag = unique_tag();
+    let name = format!("d2d-alerts-{tag}");
     // The topic's messages are read back through a subscribed SQS queue: the SNS and SQS APIs
     // alone (moto's `/moto-api/data.json` dumps every service and fails on S3 objects that
     // other tests left behind).
@@ -569,8 +487,9 @@ async fn a_failing_day_alerts_by_sns() {
         .send()
         .await
         .unwrap();
-    let secret = format!("wJalrXUtnFEMI-d2d-test-{nanos}");
-    let tmp = std::env::temp_dir().join(format!("d2d-sns-{}-{nanos}", std::process::id()));
+    let secret = format!("wJalrXUtnFEMI-d2d-test-{tag}");
+    let tmp_dir = TempDir::new("sns");
+    let tmp = tmp_dir.path();
     let landing = tmp.join(format!("landing-{secret}"));
     std::fs::create_dir_all(&landing).unwrap();
     let alert = tmp.join("alert.txt");
@@ -626,5 +545,4 @@ async fn a_failing_day_alerts_by_sns() {
     assert!(!message.contains(&secret), "{message}");
     // The command alert got the same summary.
     assert_eq!(std::fs::read_to_string(&alert).unwrap().trim_end(), message);
-    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -7,21 +7,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use d2d_testkit::{example, TempDir};
+
 fn data_check(args: &[&str]) -> std::process::Output {
-    let exe = std::env::current_exe().unwrap();
-    let examples = exe.parent().unwrap().parent().unwrap().join("examples");
-    Command::new(examples.join("data_check"))
+    Command::new(example("data_check"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("data_check runs")
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("d2d-check-gz-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -40,7 +33,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn gzip_files_count_as_their_plain_text() {
     let sample = "testdata/landing/data/resources/2019/06/01/15/17/2019-06-01-15-17-4-events.txt";
     let plain = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(sample)).unwrap();
-    let dir = temp_dir("ok");
+    let tmp = TempDir::new("check-gz");
+    let dir = tmp.path();
     std::fs::write(dir.join("2019-06-01-15-17-4-events.txt.gz"), gzip(&plain)).unwrap();
     // gzip's magic bytes under a plain name, and the issue's `-events.gz`.
     std::fs::write(dir.join("2019-06-01-15-17-5-events.txt"), gzip(&plain)).unwrap();
@@ -65,5 +59,4 @@ fn gzip_files_count_as_their_plain_text() {
         err.contains("2019-06-01-15-17-7-events.txt.gz") && err.contains("not valid gzip"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }

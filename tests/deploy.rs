@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
+use d2d_testkit::example;
+
 /// The example binaries with a command line, by the names of `examples/*.rs`. (The Lambda
 /// entry point is the `d2d-lambda` binary, not an example: it has no flags and serves the
 /// Lambda runtime API; `tests/lambda_runtime.rs` runs it.)
@@ -19,16 +21,6 @@ fn binaries() -> BTreeSet<String> {
         .filter(|p| p.extension().is_some_and(|x| x == "rs"))
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect()
-}
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
 }
 
 /// What one binary accepts, read from its own `--help`.

@@ -5,14 +5,10 @@
 // Tests fail loudly on purpose: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join(name)
-}
+use d2d_testkit::{example, TempDir};
 
 fn data_check(args: &[&str]) -> Output {
     Command::new(example("data_check"))
@@ -54,7 +50,8 @@ fn data_check_json_reports_the_sample_day() {
 
 #[test]
 fn data_check_reports_rejects_and_keeps_going() {
-    let dir = std::env::temp_dir().join(format!("d2d-data-check-{}", std::process::id()));
+    let tmp = TempDir::new("data-check");
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("nested")).unwrap();
     let good = std::fs::read_to_string(
         "testdata/landing/data/resources/2019/06/01/15/17/2019-06-01-15-17-4-events.txt",
@@ -98,7 +95,6 @@ fn data_check_reports_rejects_and_keeps_going() {
     assert_eq!(rejects[0]["line"], 2);
     assert_eq!(rejects[0]["reason"], "event: missing or null");
     assert_eq!(rejects[1]["line"], 4);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -116,6 +112,55 @@ fn data_check_distances_are_csv_only() {
     assert!(rows
         .iter()
         .all(|r| r.len() == 6 && r[5].parse::<f64>().unwrap() >= 0.0));
+}
+
+/// Ids are free text: a comma or a quote in one is quoted as CSV says, so a CSV reader reads
+/// back the ids the files hold (a line break cannot occur: the parser rejects such an id).
+#[test]
+fn data_check_distances_quote_ids_that_need_it() {
+    let tmp = TempDir::new("data-check-csv");
+    let (period, vehicle) = (r#"op,"1""#, "v,1");
+    let lines = [
+        serde_json::json!({"event": "create", "on": "operating_period", "at": "2019-06-01T18:00:00Z",
+            "data": {"id": period, "start": "2019-06-01T18:00:00Z", "finish": "2019-06-01T19:00:00Z"},
+            "organization_id": "org"}),
+        serde_json::json!({"event": "update", "on": "vehicle", "at": "2019-06-01T18:17:10.101Z",
+            "data": {"id": vehicle, "location": {"lat": 52.45, "lng": 13.46, "at": "2019-06-01T18:17:10.101Z"}},
+            "organization_id": "org"}),
+        serde_json::json!({"event": "update", "on": "vehicle", "at": "2019-06-01T18:17:20.101Z",
+            "data": {"id": vehicle, "location": {"lat": 52.46, "lng": 13.46, "at": "2019-06-01T18:17:20.101Z"}},
+            "organization_id": "org"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(tmp.path().join("2019-06-01-15-17-10-events.txt"), text).unwrap();
+
+    let out = data_check(&["--distances", tmp.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv_text = stdout(&out);
+    let row = csv_text.lines().nth(1).unwrap();
+    assert!(row.starts_with(r#""op,""1""","v,1",2,"#), "{row}");
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 1, "{csv_text}");
+    assert_eq!(
+        records[0].iter().take(5).collect::<Vec<_>>(),
+        [
+            period,
+            vehicle,
+            "2",
+            "2019-06-01T18:17:10.101Z",
+            "2019-06-01T18:17:20.101Z"
+        ]
+    );
+    let metres: f64 = records[0][5].parse().unwrap();
+    assert!(
+        metres > 1000.0 && metres < 1200.0,
+        "0.01° of latitude: {metres}"
+    );
 }
 
 #[test]

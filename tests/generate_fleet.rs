@@ -6,7 +6,7 @@
 // Tests fail loudly on purpose: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -16,48 +16,8 @@ use d2d::model::time::parse_timestamp;
 use d2d::model::{check, distance, period, track};
 use d2d::pipeline::run::{no_events, run_days, RunConfig};
 use d2d::pipeline::warehouse::Warehouse;
+use d2d_testkit::{example, read_tree, unique_tag, TempDir, TestDb};
 use serde_json::Value;
-use support::TestDb;
-
-mod support;
-
-/// The example binary next to this test's. A plain `cargo test` builds it; a targeted
-/// `cargo test --test generate_fleet` does not, so an old binary is refused rather than tested.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let binary = profile_dir.join("examples").join(name);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    assert!(
-        modified(&binary) >= modified(&source),
-        "{} is missing or older than its source: `cargo build --example {name}` first",
-        binary.display()
-    );
-    binary
-}
-
-/// A folder of its own under the system's temporary folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path =
-            std::env::temp_dir().join(format!("d2d-gen-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn generate(out: &Path, args: &[&str]) {
     generate_with_threads(out, args, None);
@@ -75,25 +35,6 @@ fn generate_with_threads(out: &Path, args: &[&str], threads: Option<&str>) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// Every file under `dir` as (key relative to `dir`, bytes), in landing order.
-fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let key = path.strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
-                out.push((key, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort_by(|a, b| landing_order(&a.0, &b.0));
-    out
 }
 
 /// The landing files of `day` (`data/resources/YYYY/MM/DD/…`), keys relative to `out`.
@@ -135,8 +76,12 @@ const NOISE: [&str; 8] = [
 
 #[test]
 fn same_seed_same_bytes_other_seed_other_bytes() {
-    let tmp = TempDir::new("seed");
-    let (a, b, c) = (tmp.0.join("a"), tmp.0.join("b"), tmp.0.join("c"));
+    let tmp = TempDir::new("gen-seed");
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
     let common = [
         &["--days", "2", "--vehicles", "15", "--seconds", "60"][..],
         &NOISE[..],
@@ -165,17 +110,17 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
 /// the files sit at the landing keys of their day, an hour offset as in the real feed.
 #[test]
 fn manifest_matches_what_d2d_model_parses() {
-    let tmp = TempDir::new("manifest");
+    let tmp = TempDir::new("gen-manifest");
     let args = [
         &["--date", "2019-06-01", "--days", "2", "--vehicles", "30"][..],
         &["--seconds", "240", "--seed", "3", "--periods", "6"][..],
         &NOISE[..],
     ]
     .concat();
-    generate(&tmp.0, &args);
+    generate(tmp.path(), &args);
     for d in [day("2019-06-01"), day("2019-06-02")] {
-        let m = manifest(&tmp.0, d);
-        let files = day_files(&tmp.0, d);
+        let m = manifest(tmp.path(), d);
+        let files = day_files(tmp.path(), d);
         let parsed = parse_in_order(&files);
         let profile = check::profile(&parsed, files.len() as u64);
         let c = &profile.counts;
@@ -244,8 +189,8 @@ fn manifest_matches_what_d2d_model_parses() {
 /// that runs from one landing day into the next and one deleted and created again.
 #[tokio::test]
 async fn noisy_days_load_with_the_manifest_counts_and_model_distances() {
-    let tmp = TempDir::new("load");
-    let (landing, lake) = (tmp.0.join("landing"), tmp.0.join("lake"));
+    let tmp = TempDir::new("gen-load");
+    let (landing, lake) = (tmp.path().join("landing"), tmp.path().join("lake"));
     let args = [
         &["--date", "2019-06-01", "--days", "3", "--vehicles", "20"][..],
         &["--seconds", "180", "--seed", "11", "--periods", "4"][..],
@@ -256,12 +201,7 @@ async fn noisy_days_load_with_the_manifest_counts_and_model_distances() {
     let days = [day("2019-06-01"), day("2019-06-02"), day("2019-06-03")];
     let manifests: Vec<Value> = days.iter().map(|d| manifest(&landing, *d)).collect();
 
-    let db = TestDb::create(
-        &std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)"),
-        "fleet",
-    )
-    .await;
+    let db = TestDb::create_tagged("fleet").await;
     let config = RunConfig::new(
         landing.to_str().unwrap(),
         lake.to_str().unwrap(),
@@ -411,18 +351,14 @@ async fn writes_the_same_objects_to_s3_as_to_a_folder() {
         std::env::var("D2D_S3_ENDPOINT").is_ok(),
         "D2D_S3_ENDPOINT must name the test S3 server (scripts/test sets it)"
     );
-    let tmp = TempDir::new("s3");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let url = format!("s3://d2d-gen-{}-{nanos}/landing", std::process::id());
+    let tmp = TempDir::new("gen-s3");
+    let url = format!("s3://d2d-gen-{}/landing", unique_tag());
     let args = [
         &["--vehicles", "10", "--seconds", "20", "--seed", "5"][..],
         &NOISE[..],
     ]
     .concat();
-    generate(&tmp.0, &args);
+    generate(tmp.path(), &args);
     let out = Command::new(example("generate_fleet"))
         .args(["--out", &url, "--create-bucket"])
         .args(&args)
@@ -439,7 +375,7 @@ async fn writes_the_same_objects_to_s3_as_to_a_folder() {
         .unwrap();
     let mut objects = store.list("").await.unwrap();
     objects.sort_by(|a, b| landing_order(&a.key, &b.key));
-    let local = read_tree(&tmp.0);
+    let local = read_tree(tmp.path());
     assert_eq!(objects.len(), local.len());
     for (o, (key, bytes)) in objects.iter().zip(&local) {
         assert_eq!(&o.key, key);

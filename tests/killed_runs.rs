@@ -9,54 +9,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-mod support;
-
 use d2d::pipeline::run::Phase;
 use d2d::pipeline::warehouse::{TableChecksum, Warehouse};
-use support::TestDb;
-
-/// The example binary next to this test's. A plain `cargo test` builds it; a targeted
-/// `cargo test --test killed_runs` does not, so an old binary is refused rather than tested.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let binary = profile_dir.join("examples").join(name);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    assert!(
-        modified(&binary) >= modified(&source),
-        "{} is missing or older than its source: `cargo build --example {name}` first",
-        binary.display()
-    );
-    binary
-}
-
-/// A folder of its own under the system's temporary folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path =
-            std::env::temp_dir().join(format!("d2d-kill-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use d2d_testkit::{example, file_paths, read_tree, TempDir, TestDb};
 
 /// A `daily_load` child, SIGKILLed when dropped (a failing test leaves no process behind).
 struct Job(Child);
@@ -94,11 +54,7 @@ fn write_landing(dir: &Path) {
 
 /// Files under `dir`, at any depth.
 fn files_under(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| if p.is_dir() { files_under(&p) } else { 1 })
-        .sum()
+    file_paths(dir).len()
 }
 
 /// Where one warehouse's job reads and writes.
@@ -111,13 +67,7 @@ struct Site {
 impl Site {
     async fn new(tag: &str) -> Site {
         Site {
-            db: TestDb::create(
-                &std::env::var("DATABASE_URL").expect(
-                    "DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)",
-                ),
-                tag,
-            )
-            .await,
+            db: TestDb::create_tagged(tag).await,
             landing: TempDir::new(&format!("{tag}-landing")),
             lake: TempDir::new(&format!("{tag}-lake")),
         }
@@ -129,8 +79,8 @@ impl Site {
             .env_remove("D2D_DATE")
             .env_remove("D2D_TEST_PAUSE_AT")
             .env("DATABASE_URL", &self.db.url)
-            .env("D2D_LANDING", &self.landing.0)
-            .env("D2D_LAKE", &self.lake.0)
+            .env("D2D_LANDING", self.landing.path())
+            .env("D2D_LAKE", self.lake.path())
             .env("D2D_OUTPUT", "json");
         cmd
     }
@@ -205,21 +155,16 @@ impl Site {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let quarantine =
-            std::fs::read(self.lake.0.join("quarantine/dt=2019-06-01/rejects.ndjson")).unwrap();
-        let mut curated = Vec::new();
-        let mut dirs = vec![self.lake.0.join("curated")];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else {
-                    let key = path.strip_prefix(&self.lake.0).unwrap();
-                    curated.push((key.display().to_string(), std::fs::read(&path).unwrap()));
-                }
-            }
-        }
+        let quarantine = std::fs::read(
+            self.lake
+                .path()
+                .join("quarantine/dt=2019-06-01/rejects.ndjson"),
+        )
+        .unwrap();
+        let mut curated: Vec<_> = read_tree(&self.lake.path().join("curated"))
+            .into_iter()
+            .map(|(key, bytes)| (format!("curated/{key}"), bytes))
+            .collect();
         curated.sort();
         (
             wh.dwh_checksums().await.unwrap(),
@@ -289,13 +234,13 @@ const PHASES: [(&str, bool); 8] = [
 async fn a_run_killed_in_any_phase_is_recorded_abandoned_and_a_rerun_repairs_all() {
     assert_eq!(PHASES.len(), Phase::ALL.len(), "a phase is not killed in");
     let clean = Site::new("kill_clean").await;
-    write_landing(&clean.landing.0);
+    write_landing(clean.landing.path());
     clean.run(&["--date", "2019-06-01", "--move"]);
     let expected = clean.outcome().await;
 
     let site = Site::new("kill").await;
     for (phase, committed) in PHASES {
-        write_landing(&site.landing.0);
+        write_landing(site.landing.path());
         let (mut job, run) = site.start_paused(phase);
 
         // Alive: recorded in its phase, and not taken for dead.
@@ -332,7 +277,7 @@ async fn a_run_killed_in_any_phase_is_recorded_abandoned_and_a_rerun_repairs_all
         site.run(&["--date", "2019-06-01", "--move"]);
         assert_eq!(site.outcome().await, expected, "after a kill in {phase}");
         assert_eq!(
-            files_under(&site.landing.0),
+            files_under(site.landing.path()),
             0,
             "{phase}: --move emptied landing"
         );

@@ -8,16 +8,14 @@
 // Tests fail loudly on purpose: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use d2d::pipeline::warehouse::Warehouse;
+use d2d_testkit::{landing_dir, TempDir, TestDb};
 use serde_json::Value;
-use support::TestDb;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -96,7 +94,7 @@ fn function(port: u16, database_url: &str, lake: &Path) -> Running {
         .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
         .env("DATABASE_URL", database_url)
-        .env("D2D_LANDING", repo().join("testdata/landing"))
+        .env("D2D_LANDING", landing_dir())
         .env("D2D_LAKE", lake)
         .stdout(Stdio::null())
         .spawn()
@@ -113,28 +111,13 @@ fn invoke(port: u16, event: &str) -> Output {
         .unwrap()
 }
 
-struct Lake(PathBuf);
-
-impl Drop for Lake {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn cargo_lambda_invokes_the_binary_and_gets_the_days_summary() {
-    let admin = std::env::var("DATABASE_URL").expect(
-        "DATABASE_URL must name the test PostgreSQL server (scripts/services env prints it)",
-    );
-    let db = TestDb::create(&admin, "lambda_runtime").await;
-    let lake = Lake(std::env::temp_dir().join(format!(
-        "d2d-lambda-runtime-{}-{}",
-        std::process::id(),
-        free_port()
-    )));
+    let db = TestDb::create_tagged("lambda_runtime").await;
+    let lake = TempDir::new("lambda-runtime-lake");
     let port = free_port();
     let _emulator = emulator(port);
-    let _function = function(port, &db.url, &lake.0);
+    let _function = function(port, &db.url, lake.path());
 
     let out = invoke(port, r#"{"date":"2019-06-01"}"#);
     assert!(
@@ -167,7 +150,7 @@ async fn cargo_lambda_invokes_the_binary_and_gets_the_days_summary() {
         .unwrap()
         .get(0);
     assert_eq!(summary["run_id"], run);
-    assert!(lake.0.join("raw/dt=2019-06-01").is_dir());
+    assert!(lake.path().join("raw/dt=2019-06-01").is_dir());
 
     // A bad event is the invocation's error, naming the field (the runtime's deserializer
     // says it), and the function serves the next one.

@@ -6,15 +6,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use d2d::pipeline::store::{Store, StoreOptions};
+use d2d_testkit::{example, sample_day, TempDir};
 
 fn populate_landing(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let mut command = Command::new(profile_dir.join("examples").join("populate_landing"));
+    let mut command = Command::new(example("populate_landing"));
     command
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -26,27 +25,9 @@ fn populate_landing(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("populate_landing runs")
 }
 
+/// The sample day by key (relative to `testdata/landing`, with `/`), sorted as a listing is.
 fn sample() -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let key = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                out.insert(key, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/landing");
-    let mut out = BTreeMap::new();
-    walk(&root, &root, &mut out);
-    out
+    sample_day().into_iter().collect()
 }
 
 async fn assert_holds_sample(store: &Store) {
@@ -68,15 +49,17 @@ fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("d2d-populate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A folder that does not exist yet (populate_landing creates it), inside a temporary
+/// folder removed when the returned value is dropped.
+fn new_folder(name: &str) -> (TempDir, PathBuf) {
+    let tmp = TempDir::new(&format!("populate-{name}"));
+    let dir = tmp.path().join("landing");
+    (tmp, dir)
 }
 
 #[tokio::test]
 async fn uploads_the_sample_day_to_a_folder() {
-    let dir = temp_dir("local");
+    let (_tmp, dir) = new_folder("local");
     let to = dir.to_str().unwrap();
     let text = ok(&populate_landing(
         &["--from", "testdata/landing", "--to", to],
@@ -90,7 +73,7 @@ async fn uploads_the_sample_day_to_a_folder() {
     assert_holds_sample(&Store::local(&dir)).await;
 
     // One day only, from the environment: no file of 2019-06-02 exists.
-    let other = temp_dir("other-day");
+    let (_other_tmp, other) = new_folder("other-day");
     let text = ok(&populate_landing(
         &[],
         &[

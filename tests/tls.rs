@@ -12,13 +12,11 @@
 // Tests fail loudly on purpose: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use d2d::pipeline::warehouse::Warehouse;
-use support::{example, TestDb};
+use d2d_testkit::{example, TempDir, TestDb};
 
 /// The TLS cluster's admin URL (verify-full, with its CA).
 fn tls_url() -> String {
@@ -83,13 +81,12 @@ fn assert_names(err: &str, wanted: &[&str]) {
 
 /// A CA of its own, which signed nothing the server has.
 struct OtherCa {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl OtherCa {
     fn new() -> OtherCa {
-        let dir = std::env::temp_dir().join(format!("d2d-tls-other-ca-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("tls-other-ca");
         let out = Command::new("openssl")
             .args([
                 "req",
@@ -109,9 +106,9 @@ impl OtherCa {
                 "keyUsage=critical,keyCertSign",
                 "-keyout",
             ])
-            .arg(dir.join("ca.key"))
+            .arg(dir.path().join("ca.key"))
             .arg("-out")
-            .arg(dir.join("ca.pem"))
+            .arg(dir.path().join("ca.pem"))
             .output()
             .expect("openssl runs");
         assert!(
@@ -123,13 +120,7 @@ impl OtherCa {
     }
 
     fn pem(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-}
-
-impl Drop for OtherCa {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir.path().join("ca.pem")
     }
 }
 
@@ -148,13 +139,12 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn verify_full_with_the_right_ca_connects_over_tls_and_loads_the_sample_day() {
-    let db = TestDb::create(&tls_url(), "tls_load").await;
-    let lake = std::env::temp_dir().join(format!("d2d-tls-lake-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&lake);
+    let db = TestDb::create_on(&tls_url(), "tls_load").await;
+    let lake = TempDir::new("tls-lake");
 
     let out = run("setup_warehouse", &[], &db.url);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lake_arg = lake.to_str().unwrap();
+    let lake_arg = lake.path().to_str().unwrap();
     let out = run(
         "daily_load",
         &[
@@ -167,7 +157,6 @@ async fn verify_full_with_the_right_ca_connects_over_tls_and_loads_the_sample_da
         ],
         &db.url,
     );
-    let _ = std::fs::remove_dir_all(&lake);
     assert!(
         out.status.success(),
         "daily_load over TLS failed:\n{}\n{}",

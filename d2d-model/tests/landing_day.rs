@@ -16,25 +16,25 @@ fn landing_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/landing")
 }
 
-fn files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files(&path, out);
-        } else {
-            let name = path
-                .strip_prefix(landing_dir())
+/// Every file of the sample day as (key relative to `testdata/landing`, bytes), in landing
+/// order.
+fn day() -> Vec<(String, Vec<u8>)> {
+    let root = landing_dir();
+    let mut out: Vec<_> = walkdir::WalkDir::new(&root)
+        .follow_links(true)
+        .into_iter()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| !entry.file_type().is_dir())
+        .map(|entry| {
+            let name = entry
+                .path()
+                .strip_prefix(&root)
                 .unwrap()
                 .display()
                 .to_string();
-            out.push((name, std::fs::read(&path).unwrap()));
-        }
-    }
-}
-
-fn day() -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    files(&landing_dir(), &mut out);
+            (name, std::fs::read(entry.path()).unwrap())
+        })
+        .collect();
     out.sort_by(|a, b| landing::landing_order(&a.0, &b.0));
     out
 }

@@ -3,8 +3,6 @@
 //! lake, the real PostgreSQL (a fresh database per warehouse).
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_backfill, run_day, Phase, RunConfig};
 use d2d_pipeline::warehouse::{TableChecksum, Warehouse};
 use d2d_pipeline::Error;
-use support::{sample_day, TempDir, TestDb};
+use d2d_testkit::{sample_day, TempDir, TestDb};
 
 /// Files of the sample taken per day: enough for several parse batches, quick in a debug build.
 const FILES_PER_DAY: usize = 150;
@@ -134,8 +132,8 @@ async fn days_parallel_gives_the_warehouse_of_sequential_runs() {
     for n in 1..=3 {
         let dir = format!("raw/dt=2019-06-{n:02}");
         assert_eq!(
-            support::read_tree(&par_lake.path().join(&dir)),
-            support::read_tree(&one_lake.path().join(&dir)),
+            d2d_testkit::read_tree(&par_lake.path().join(&dir)),
+            d2d_testkit::read_tree(&one_lake.path().join(&dir)),
             "{dir}"
         );
     }

@@ -5,8 +5,6 @@
 //! before anything of it is committed.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,8 +13,8 @@ use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
+use d2d_testkit::{file_paths, repo_root, TempDir, TestDb};
 use sha2::{Digest, Sha256};
-use support::{repo_root, TempDir, TestDb};
 
 fn june_1() -> NaiveDate {
     "2019-06-01".parse().unwrap()
@@ -236,22 +234,16 @@ async fn every_kind_of_bad_input_has_its_documented_outcome() {
     let huge_copy = lake.path().join("raw/dt=2019-06-01").join(huge_key);
     let passwd = std::fs::read("/etc/passwd").unwrap();
     let first_line = passwd.split(|b| *b == b'\n').next().unwrap().to_vec();
-    let mut stack = vec![lake.path().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path != huge_copy {
-                let bytes = std::fs::read(&path).unwrap();
-                assert!(
-                    !bytes
-                        .windows(first_line.len())
-                        .any(|w| w == first_line.as_slice()),
-                    "{} holds a line of /etc/passwd",
-                    path.display()
-                );
-            }
+    for path in file_paths(lake.path()) {
+        if path != huge_copy {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes
+                    .windows(first_line.len())
+                    .any(|w| w == first_line.as_slice()),
+                "{} holds a line of /etc/passwd",
+                path.display()
+            );
         }
     }
     let leaked: i64 = wh
@@ -411,16 +403,9 @@ async fn max_reject_ratio_fails_the_day_before_anything_is_committed() {
         std::fs::read(lake.path().join(&quarantine_key)).unwrap(),
         quarantine_before
     );
-    let last = wh
-        .client()
-        .query_one(
-            "SELECT status, error FROM etl.load_run ORDER BY run_id DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(last.get::<_, String>(0), "failed");
-    assert!(last.get::<_, String>(1).contains("0.2727"));
+    let (status, error) = db.last_run().await;
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("0.2727"));
 
     // Without the limit the same day loads.
     config.max_reject_ratio = None;

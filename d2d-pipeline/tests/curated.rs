@@ -3,8 +3,6 @@
 //! from `raw/` alone writes it again.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -19,10 +17,10 @@ use d2d_pipeline::curated::{
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::store::Store;
 use d2d_pipeline::warehouse::Warehouse;
+use d2d_testkit::{landing_dir, read_tree, sample_day, TempDir, TestDb};
 use futures_util::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use support::{landing_dir, read_tree, sample_day, TempDir, TestDb};
 
 fn june_1() -> NaiveDate {
     "2019-06-01".parse().unwrap()

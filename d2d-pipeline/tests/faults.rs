@@ -11,8 +11,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +19,7 @@ use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::store::{Store, StoreOptions};
 use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
-use support::TestDb;
+use d2d_testkit::TestDb;
 use tokio::io::AsyncReadExt;
 
 /// Far above every configured limit below: only a wait without bound can exceed it.
@@ -130,8 +128,8 @@ async fn a_silent_postgres_server_fails_the_connect_within_its_timeout() {
 async fn a_run_against_a_silent_warehouse_fails_in_setup() {
     let silent = SilentEndpoint::start().await;
     let mut config = RunConfig::new(
-        support::landing_dir().to_str().unwrap(),
-        support::TempDir::new("silent-wh-lake")
+        d2d_testkit::landing_dir().to_str().unwrap(),
+        d2d_testkit::TempDir::new("silent-wh-lake")
             .path()
             .to_str()
             .unwrap(),

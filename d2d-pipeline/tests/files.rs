@@ -4,8 +4,6 @@
 //! removed by the next run. Real PostgreSQL, real S3-compatible server.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +13,7 @@ use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::store::Store;
 use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
-use support::{read_tree, sample_day, TempDir, TestDb};
+use d2d_testkit::{read_tree, sample_day, unique_tag, TempDir, TestDb};
 
 fn june_1() -> NaiveDate {
     "2019-06-01".parse().unwrap()
@@ -207,11 +205,7 @@ const ODD_KEYS: [&str; 5] = [
 
 /// A fresh bucket on the test S3 server.
 async fn bucket(kind: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let url = format!("s3://d2d-files-{kind}-{}-{nanos}", std::process::id());
+    let url = format!("s3://d2d-files-{kind}-{}", unique_tag());
     Store::open(&url)
         .await
         .unwrap()

@@ -6,8 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -17,6 +15,7 @@ use d2d_pipeline::lake::{
 };
 use d2d_pipeline::store::{CopyMethod, Store, StoreOptions};
 use d2d_pipeline::Error;
+use d2d_testkit::{copy_tree, landing_dir, sample_day, TempDir};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
@@ -25,59 +24,23 @@ const FAST: LakeOptions = LakeOptions {
     replace_changed: false,
 };
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 fn day() -> NaiveDate {
     "2019-06-01".parse().unwrap()
 }
 
-fn sample_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/landing")
-}
-
 /// Every file of the sample day on disk: key → (size, SHA-256), read without any store code.
 fn sample_files() -> BTreeMap<String, (u64, [u8; 32])> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u64, [u8; 32])>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let key = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                let bytes = std::fs::read(&path).unwrap();
-                out.insert(key, (bytes.len() as u64, Sha256::digest(&bytes).into()));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(&sample_root(), &sample_root(), &mut out);
-    out
+    sample_day()
+        .into_iter()
+        .map(|(key, bytes)| (key, (bytes.len() as u64, Sha256::digest(&bytes).into())))
+        .collect()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("d2d-lake-{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let path = e.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
+/// A store on a fresh local folder, which lives as long as the returned [`TempDir`].
+fn local_store(tag: &str) -> (TempDir, Store) {
+    let dir = TempDir::new(&format!("lake-{tag}"));
+    let store = Store::local(dir.path());
+    (dir, store)
 }
 
 /// Files that must never be taken for 2019-06-01: neighbouring days filed among the day's
@@ -99,10 +62,9 @@ async fn put_decoys(landing: &Store) {
 }
 
 /// A copy of the sample day plus decoys in a fresh local folder.
-async fn local_landing() -> (PathBuf, Store) {
-    let dir = temp_dir("landing");
-    copy_tree(&sample_root(), &dir);
-    let store = Store::local(&dir);
+async fn local_landing() -> (TempDir, Store) {
+    let (dir, store) = local_store("landing");
+    copy_tree(&landing_dir(), dir.path());
     put_decoys(&store).await;
     (dir, store)
 }
@@ -148,7 +110,7 @@ async fn s3_store(options: &StoreOptions, bucket: &str, name: &str) -> Store {
 async fn upload_sample(landing: &Store, keys: &[String]) {
     stream::iter(keys)
         .map(|key| async move {
-            let bytes = std::fs::read(sample_root().join(key)).unwrap();
+            let bytes = std::fs::read(landing_dir().join(key)).unwrap();
             landing.put(key, Bytes::from(bytes)).await
         })
         .buffer_unordered(32)
@@ -274,7 +236,7 @@ async fn sample_day_local_landing_to_s3_lake() {
     let (dir, landing) = local_landing().await;
     let lake = s3_store(&options, "d2d-lake-tests", "local-to-s3").await;
     archive_and_rebuild(&landing, &lake, CopyMethod::GetPut, async {
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(dir.path()).unwrap();
     })
     .await;
 }
@@ -310,7 +272,7 @@ async fn s3_landing_to_s3_lake_copies_server_side() {
         assert_eq!(f.action, ArchiveAction::Copied(CopyMethod::ServerSide));
         assert_eq!(
             lake.get(&f.lake_key).await.unwrap(),
-            std::fs::read(sample_root().join(&f.landing_key)).unwrap()
+            std::fs::read(landing_dir().join(&f.landing_key)).unwrap()
         );
     }
     for k in &keys {
@@ -325,16 +287,16 @@ async fn s3_landing_to_s3_lake_copies_server_side() {
 #[tokio::test]
 async fn sample_day_local_landing_to_local_lake() {
     let (dir, landing) = local_landing().await;
-    let lake = Store::local(temp_dir("lake"));
+    let (_lake_dir, lake) = local_store("lake");
     archive_and_rebuild(&landing, &lake, CopyMethod::ServerSide, async {
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(dir.path()).unwrap();
     })
     .await;
 }
 
 #[tokio::test]
 async fn flat_layout_lists_one_day_by_prefix() {
-    let landing = Store::local(temp_dir("flat"));
+    let (_landing_dir, landing) = local_store("flat");
     let names = [
         "data/2019-06-01-9-5-10-events.json",
         "data/2019-06-01-9-5-9-events.json",
@@ -370,7 +332,7 @@ async fn flat_layout_lists_one_day_by_prefix() {
 
 #[tokio::test]
 async fn scan_skips_the_lake_when_landing_and_lake_share_a_store() {
-    let both = Store::local(temp_dir("shared"));
+    let (_both_dir, both) = local_store("shared");
     let key = "data/2019-06-01-9-5-10-events.json";
     both.put(key, Bytes::from_static(b"{}\n")).await.unwrap();
     let selected = lake::list_day(&both, day(), &DayLayout::Scan)
@@ -387,8 +349,8 @@ async fn scan_skips_the_lake_when_landing_and_lake_share_a_store() {
 
 #[tokio::test]
 async fn archiving_refuses_other_days_and_detects_a_changing_landing_file() {
-    let landing = Store::local(temp_dir("changing"));
-    let lake = Store::local(temp_dir("changing-lake"));
+    let (_landing_dir, landing) = local_store("changing");
+    let (_lake_dir, lake) = local_store("changing-lake");
     let key = "data/2019-06-01-9-5-10-events.json";
     landing
         .put(key, Bytes::from_static(b"{\"a\":1}\n"))
@@ -431,8 +393,8 @@ async fn archiving_refuses_other_days_and_detects_a_changing_landing_file() {
 
 #[tokio::test]
 async fn a_different_lake_object_is_kept_unless_replacing_is_allowed() {
-    let landing = Store::local(temp_dir("replace"));
-    let lake = Store::local(temp_dir("replace-lake"));
+    let (_landing_dir, landing) = local_store("replace");
+    let (_lake_dir, lake) = local_store("replace-lake");
     let key = "data/2019-06-01-9-5-10-events.json";
     landing
         .put(key, Bytes::from_static(b"{\"a\":1}\n"))
@@ -575,11 +537,9 @@ async fn move_day(landing: &Store, lake: &Store) {
 
 #[tokio::test]
 async fn move_deletes_landing_only_after_verification_local() {
-    move_day(
-        &Store::local(temp_dir("move")),
-        &Store::local(temp_dir("move-lake")),
-    )
-    .await;
+    let (_landing_dir, landing) = local_store("move");
+    let (_lake_dir, lake) = local_store("move-lake");
+    move_day(&landing, &lake).await;
 }
 
 #[tokio::test]
@@ -637,7 +597,8 @@ async fn quarantine_round_trip(lake: &Store) {
 
 #[tokio::test]
 async fn quarantine_is_replaced_per_day_local() {
-    quarantine_round_trip(&Store::local(temp_dir("quarantine"))).await;
+    let (_dir, lake) = local_store("quarantine");
+    quarantine_round_trip(&lake).await;
 }
 
 #[tokio::test]

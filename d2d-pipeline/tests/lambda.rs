@@ -6,32 +6,14 @@
 // Tests fail loudly on purpose: an unwrap here is an assertion.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::HashMap;
 
 use aws_config::BehaviorVersion;
-use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use d2d_pipeline::lambda::{handle_with, Event, LambdaConfig, Summary};
-use d2d_pipeline::store::Store;
 use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
-use futures_util::{StreamExt, TryStreamExt};
-use support::{sample_day, TestDb};
-
-fn endpoint() -> String {
-    std::env::var("D2D_S3_ENDPOINT")
-        .expect("D2D_S3_ENDPOINT must name the S3-compatible test server (scripts/test sets it)")
-}
-
-fn tag() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}-{nanos}", std::process::id())
-}
+use d2d_testkit::{s3_buckets_with, s3_endpoint, sample_day, unique_tag, TestDb};
 
 fn config(vars: &[(&str, &str)]) -> LambdaConfig {
     try_config(vars).unwrap()
@@ -54,7 +36,7 @@ async fn subscribe_queue(
 ) -> (aws_sdk_sqs::Client, String) {
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::config::Builder::from(&sdk().await)
-            .endpoint_url(endpoint())
+            .endpoint_url(s3_endpoint())
             .build(),
     );
     let url = sqs
@@ -135,32 +117,17 @@ async fn load_run(
 #[tokio::test]
 async fn the_handler_loads_a_day_from_s3_with_the_url_from_secrets_manager() {
     let db = TestDb::create().await;
-    let tag = tag();
+    let tag = unique_tag();
     let (landing_url, lake_url) = (
         format!("s3://d2d-lambda-landing-{tag}"),
         format!("s3://d2d-lambda-lake-{tag}/lake"),
     );
-    let landing = Store::open(&landing_url).await.unwrap();
-    landing.create_if_missing().await.unwrap();
-    Store::open(&lake_url)
-        .await
-        .unwrap()
-        .create_if_missing()
-        .await
-        .unwrap();
     let files = sample_day();
-    futures_util::stream::iter(files.iter().map(|(key, bytes)| {
-        let landing = landing.clone();
-        async move { landing.put(key, Bytes::from(bytes.clone())).await }
-    }))
-    .buffer_unordered(16)
-    .try_collect::<Vec<()>>()
-    .await
-    .unwrap();
+    s3_buckets_with(&landing_url, &lake_url, &files).await;
 
     let secrets = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::config::Builder::from(&sdk().await)
-            .endpoint_url(endpoint())
+            .endpoint_url(s3_endpoint())
             .build(),
     );
     let secret = secrets
@@ -172,7 +139,7 @@ async fn the_handler_loads_a_day_from_s3_with_the_url_from_secrets_manager() {
         .unwrap();
     let arn = secret.arn().unwrap().to_owned();
 
-    let endpoint = endpoint();
+    let endpoint = s3_endpoint();
     let vars = [
         ("D2D_LANDING", landing_url.as_str()),
         ("D2D_LAKE", lake_url.as_str()),
@@ -223,10 +190,10 @@ async fn the_handler_loads_a_day_from_s3_with_the_url_from_secrets_manager() {
 #[tokio::test]
 async fn a_failing_day_is_an_error_and_an_sns_alert() {
     let db = TestDb::create().await;
-    let tag = tag();
+    let tag = unique_tag();
     let sns = aws_sdk_sns::Client::from_conf(
         aws_sdk_sns::config::Builder::from(&sdk().await)
-            .endpoint_url(endpoint())
+            .endpoint_url(s3_endpoint())
             .build(),
     );
     let topic = sns
@@ -245,15 +212,8 @@ async fn a_failing_day_is_an_error_and_an_sns_alert() {
     );
     let landing_url = format!("s3://d2d-lambda-empty-{tag}/in-{aws_secret}");
     let lake_url = format!("s3://d2d-lambda-emptylake-{tag}");
-    for url in [&landing_url, &lake_url] {
-        Store::open(url)
-            .await
-            .unwrap()
-            .create_if_missing()
-            .await
-            .unwrap();
-    }
-    let endpoint = endpoint();
+    s3_buckets_with(&landing_url, &lake_url, &[]).await;
+    let endpoint = s3_endpoint();
     let config = config(&[
         ("D2D_LANDING", landing_url.as_str()),
         ("D2D_LAKE", lake_url.as_str()),

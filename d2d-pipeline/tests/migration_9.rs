@@ -6,12 +6,10 @@
 //! same tables.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use chrono::NaiveDate;
 use d2d_model::parse::parse_bytes;
 use d2d_pipeline::warehouse::{LoadOptions, TableChecksum, Warehouse};
-use support::{sample_day, TestDb};
+use d2d_testkit::{sample_day, TestDb};
 
 fn day(s: &str) -> NaiveDate {
     s.parse().unwrap()

@@ -6,14 +6,12 @@
 //! misuses of the audit functions the loader may call.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::warehouse::Warehouse;
-use support::{TempDir, TestDb};
+use d2d_testkit::{TempDir, TestDb};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 

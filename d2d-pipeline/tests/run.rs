@@ -3,34 +3,24 @@
 //! `--move`, rejects, failures and back-fills.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use chrono::NaiveDate;
 use d2d_model::distance::{averages, period_distances, DistanceOptions};
 use d2d_model::parse::{parse_bytes, Parsed};
 use d2d_model::period::resolve_periods;
 use d2d_model::track::tracks;
 use d2d_pipeline::run::{no_events, run_day, run_days, Phase, RunConfig, RunEvent};
-use d2d_pipeline::store::{Store, StoreOptions};
-use d2d_pipeline::warehouse::{TableChecksum, Warehouse};
+use d2d_pipeline::store::StoreOptions;
+use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
-use futures_util::{StreamExt, TryStreamExt};
-use support::{copy_tree, landing_dir, read_tree, sample_day, TempDir, TestDb};
+use d2d_testkit::{
+    copy_tree, landing_dir, read_tree, s3_buckets_with, s3_endpoint, sample_day, unique_tag,
+    TempDir, TestDb,
+};
 
 fn june_1() -> NaiveDate {
     "2019-06-01".parse().unwrap()
-}
-
-async fn checksums(db: &TestDb) -> Vec<TableChecksum> {
-    Warehouse::connect(&db.url)
-        .await
-        .unwrap()
-        .dwh_checksums()
-        .await
-        .unwrap()
 }
 
 async fn query_i64(db: &TestDb, sql: &str) -> i64 {
@@ -116,7 +106,7 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
     assert_eq!(first.copied_server_side, 717);
     assert!(first.quarantine.is_none());
     assert_bi_matches_model(&db, &files).await;
-    let reference = checksums(&db).await;
+    let reference = db.checksums().await;
 
     // Every archived file is byte-identical to its landing file.
     let archived = read_tree(&lake.path().join("raw/dt=2019-06-01"));
@@ -126,7 +116,7 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
     for _ in 0..2 {
         let again = run_day(&config, june_1(), &no_events).await.unwrap();
         assert_eq!(again.already_archived, 717);
-        assert_eq!(checksums(&db).await, reference);
+        assert_eq!(db.checksums().await, reference);
     }
 
     // Landing loses ten files (retention, a manual clean-up): the lake still has them, and
@@ -143,14 +133,14 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
         ),
         (717, 707, 10)
     );
-    assert_eq!(checksums(&db).await, reference);
+    assert_eq!(db.checksums().await, reference);
 
     // --move: the landing files go, after the load.
     config.move_landing = true;
     let moved = run_day(&config, june_1(), &no_events).await.unwrap();
     assert_eq!(moved.landing_deleted, 707);
     assert!(read_tree(landing.path()).is_empty());
-    assert_eq!(checksums(&db).await, reference);
+    assert_eq!(db.checksums().await, reference);
 
     // Landing is empty now: a plain run loads the day the lake holds.
     config.move_landing = false;
@@ -159,7 +149,7 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
         (after_move.counts.files, after_move.kept_from_lake),
         (717, 717)
     );
-    assert_eq!(checksums(&db).await, reference);
+    assert_eq!(db.checksums().await, reference);
 
     // A day neither landing nor the lake holds fails, and says why.
     let err = run_day(&config, "2019-06-02".parse().unwrap(), &no_events)
@@ -173,7 +163,7 @@ async fn local_day_reruns_moves_and_rebuilds_from_the_lake() {
     config.from_lake = true;
     let rebuilt = run_day(&config, june_1(), &no_events).await.unwrap();
     assert_eq!(rebuilt.counts.files, 717);
-    assert_eq!(checksums(&db).await, reference);
+    assert_eq!(db.checksums().await, reference);
 
     let runs = Warehouse::connect(&db.url).await.unwrap();
     let statuses: Vec<(String, bool, Option<i64>, Option<String>)> = runs
@@ -305,7 +295,7 @@ async fn late_file_after_move_loads_the_whole_lake_day() {
     all.layout = config.layout.clone();
     let once = run_day(&all, june_1(), &no_events).await.unwrap();
     assert_eq!(once.counts.files, 718);
-    assert_eq!(checksums(&db).await, checksums(&all_db).await);
+    assert_eq!(db.checksums().await, all_db.checksums().await);
     let mut files = sample_day();
     files.push((LATE_KEY.to_owned(), late_file()));
     assert_bi_matches_model(&db, &files).await;
@@ -378,34 +368,12 @@ async fn an_unusable_lake_is_blamed_on_the_stores() {
 #[tokio::test]
 async fn s3_landing_and_lake_on_moto() {
     let db = TestDb::create().await;
-    let tag = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let tag = unique_tag();
     let landing_url = format!("s3://d2d-run-landing-{tag}/incoming");
     let lake_url = format!("s3://d2d-run-lake-{tag}");
-    let landing = Store::open(&landing_url).await.unwrap();
-    landing.create_if_missing().await.unwrap();
-    Store::open(&lake_url)
-        .await
-        .unwrap()
-        .create_if_missing()
-        .await
-        .unwrap();
     let files = sample_day();
     let started = std::time::Instant::now();
-    futures_util::stream::iter(files.iter().map(|(key, bytes)| {
-        let landing = landing.clone();
-        async move { landing.put(key, Bytes::from(bytes.clone())).await }
-    }))
-    .buffer_unordered(16)
-    .try_collect::<Vec<()>>()
-    .await
-    .unwrap();
+    let landing = s3_buckets_with(&landing_url, &lake_url, &files).await;
     eprintln!(
         "populated moto with the sample day in {:?}",
         started.elapsed()
@@ -427,13 +395,13 @@ async fn s3_landing_and_lake_on_moto() {
     assert_eq!(report.landing_deleted, 717);
     assert!(landing.list("").await.unwrap().is_empty());
     assert_bi_matches_model(&db, &files).await;
-    let reference = checksums(&db).await;
+    let reference = db.checksums().await;
 
     config.move_landing = false;
     config.from_lake = true;
     let rebuilt = run_day(&config, june_1(), &no_events).await.unwrap();
     assert_eq!(rebuilt.counts.files, 717);
-    assert_eq!(checksums(&db).await, reference);
+    assert_eq!(db.checksums().await, reference);
 }
 
 /// A plain HTTP/1.1 relay in front of the S3 server that records the body size of every
@@ -608,39 +576,16 @@ async fn relay(
 #[tokio::test]
 async fn s3_run_reads_each_landing_byte_once() {
     let db = TestDb::create().await;
-    let endpoint = std::env::var("D2D_S3_ENDPOINT")
-        .expect("D2D_S3_ENDPOINT must name the S3-compatible test server");
-    let tag = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let endpoint = s3_endpoint();
+    let tag = unique_tag();
     let (landing_bucket, lake_bucket) = (
         format!("d2d-net-landing-{tag}"),
         format!("d2d-net-lake-{tag}"),
     );
     let landing_url = format!("s3://{landing_bucket}/incoming");
     let lake_url = format!("s3://{lake_bucket}");
-    let landing = Store::open(&landing_url).await.unwrap();
-    landing.create_if_missing().await.unwrap();
-    Store::open(&lake_url)
-        .await
-        .unwrap()
-        .create_if_missing()
-        .await
-        .unwrap();
     let files = sample_day();
-    futures_util::stream::iter(files.iter().map(|(key, bytes)| {
-        let landing = landing.clone();
-        async move { landing.put(key, Bytes::from(bytes.clone())).await }
-    }))
-    .buffer_unordered(16)
-    .try_collect::<Vec<()>>()
-    .await
-    .unwrap();
+    s3_buckets_with(&landing_url, &lake_url, &files).await;
     let day_bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
 
     let proxy = CountingProxy::start(&endpoint).await;
@@ -668,7 +613,7 @@ async fn s3_run_reads_each_landing_byte_once() {
     );
     assert_eq!(read(&proxy), day_bytes, "first run");
     assert_bi_matches_model(&db, &files).await;
-    let reference = checksums(&db).await;
+    let reference = db.checksums().await;
 
     let again = run_day(&config, june_1(), &no_events).await.unwrap();
     assert_eq!(again.already_archived, 717);
@@ -678,7 +623,7 @@ async fn s3_run_reads_each_landing_byte_once() {
     let rebuilt = run_day(&config, june_1(), &no_events).await.unwrap();
     assert_eq!(rebuilt.counts.files, 717);
     assert_eq!(read(&proxy), day_bytes, "rebuild from the lake");
-    assert_eq!(checksums(&db).await, reference);
+    assert_eq!(db.checksums().await, reference);
 }
 
 const GOOD: &str = r#"{"event":"update","on":"vehicle","at":"2019-06-01T18:17:10.101Z","data":{"id":"v1","location":{"lat":52.45,"lng":13.46,"at":"2019-06-01T18:17:10.101Z"}},"organization_id":"org-id"}"#;
@@ -799,7 +744,7 @@ async fn failure_mid_load_is_recorded_and_leaves_dwh_unchanged() {
         &db.url,
     );
     run_day(&config, june_1(), &no_events).await.unwrap();
-    let before = checksums(&db).await;
+    let before = db.checksums().await;
 
     // A late file arrives, with a bad line; the merge will hit a rule that no new distance
     // row can pass.
@@ -827,7 +772,7 @@ async fn failure_mid_load_is_recorded_and_leaves_dwh_unchanged() {
     };
     assert_eq!(*phase, Phase::Merge.doing());
     assert!(err.to_string().contains("injected_failure"), "{err}");
-    assert_eq!(checksums(&db).await, before);
+    assert_eq!(db.checksums().await, before);
     // The quarantine describes committed loads only.
     assert!(!lake
         .path()

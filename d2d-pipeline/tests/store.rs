@@ -5,25 +5,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use bytes::Bytes;
 use d2d_pipeline::store::{CopyMethod, Store, StoreOptions};
 use d2d_pipeline::Error;
+use d2d_testkit::TempDir;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh, empty folder for one test (removed first if a previous run left it).
-fn temp_dir(name: &str) -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("d2d-store-{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty folder for one test, removed when the value is dropped.
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(&format!("store-{name}"))
 }
 
 /// An empty prefix in a bucket of the test S3 server, or `None` (with a message) when the
@@ -237,15 +229,16 @@ async fn copies(store: &Store, other: &Store, same_service: bool) {
 #[tokio::test]
 async fn local_store_conforms() {
     let dir = temp_dir("conform");
-    let store = Store::open(dir.to_str().unwrap()).await.unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).await.unwrap();
     put_get_head_list_delete(&store).await;
     lists_past_one_page(&store).await;
-    let other = Store::open(&format!("file://{}", temp_dir("other").display()))
+    let other_dir = temp_dir("other");
+    let other = Store::open(&format!("file://{}", other_dir.path().display()))
         .await
         .unwrap();
     copies(&store, &other, true).await;
     // Deleting the last object of a folder removes the folders it leaves empty.
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[tokio::test]
@@ -261,7 +254,8 @@ async fn s3_store_conforms() {
         .unwrap();
     copies(&store, &other, true).await;
     // A local folder and S3: bytes pass through the process, both ways.
-    let local = Store::local(temp_dir("s3-local"));
+    let local_dir = temp_dir("s3-local");
+    let local = Store::local(local_dir.path());
     copies(&store, &local, false).await;
     copies(&local, &store, false).await;
 }
@@ -296,7 +290,7 @@ async fn s3_store_prefix_isolates_keys() {
 #[tokio::test]
 async fn local_store_refuses_keys_that_escape_its_root() {
     let parent = temp_dir("escape");
-    let root = parent.join("root");
+    let root = parent.path().join("root");
     let store = Store::local(&root);
     store
         .put("inside.txt", Bytes::from_static(b"ok"))
@@ -332,7 +326,7 @@ async fn local_store_refuses_keys_that_escape_its_root() {
         store.list("../").await,
         Err(Error::InvalidKey { .. })
     ));
-    let mut outside: Vec<_> = std::fs::read_dir(&parent)
+    let mut outside: Vec<_> = std::fs::read_dir(parent.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -343,12 +337,13 @@ async fn local_store_refuses_keys_that_escape_its_root() {
 
 #[tokio::test]
 async fn local_store_lists_files_only_and_reports_a_missing_root() {
-    let dir = temp_dir("walk");
+    let tmp = temp_dir("walk");
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("x/empty-dir")).unwrap();
     std::fs::write(dir.join("x/f.txt"), b"f").unwrap();
     // A leftover temporary file from a crashed write is not an object.
     std::fs::write(dir.join("x/.d2d-tmp-1-1"), b"half").unwrap();
-    let store = Store::local(&dir);
+    let store = Store::local(dir);
     let listed = store.list("").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].key, "x/f.txt");

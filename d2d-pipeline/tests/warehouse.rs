@@ -3,15 +3,13 @@
 //! and late files, failure atomicity, roles.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use chrono::{DateTime, NaiveDate, Utc};
 use d2d_model::distance::{averages, period_distances, DistanceOptions};
 use d2d_model::parse::{parse_bytes, Parsed};
 use d2d_model::period::resolve_periods;
 use d2d_model::track::tracks;
 use d2d_pipeline::warehouse::{LoadOptions, TableChecksum, Warehouse, MIGRATIONS};
-use support::{sample_day, TestDb};
+use d2d_testkit::{sample_day, TestDb};
 
 fn day(s: &str) -> NaiveDate {
     s.parse().unwrap()

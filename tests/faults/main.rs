@@ -22,11 +22,11 @@ mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use d2d::pipeline::store::{Store, StoreOptions};
-use d2d::pipeline::warehouse::{TableChecksum, Warehouse};
+use d2d::pipeline::warehouse::TableChecksum;
+use d2d_testkit::{example, file_paths, landing_dir, read_tree, unique_tag, TempDir, TestDb};
 use proxy::{Fault, FaultProxy, Matcher, Rule, When};
 use serde_json::Value;
 
@@ -34,148 +34,26 @@ use serde_json::Value;
 const HALF: usize = 12;
 const ALL: usize = 24;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join(name)
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
+/// `<tag>-<pid>-<counter>-<nanos>`: a bucket name of its own.
 fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{tag}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A database of its own on the test server, dropped at the end (also on panic).
-struct TestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> TestDb {
-        let admin = std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL must name the test PostgreSQL server (scripts/test sets it)");
-        let name = unique("d2d_test_faults").replace('-', "_");
-        let wh = Warehouse::connect(&admin).await.unwrap();
-        // Our own [a-z0-9_] name: safe to splice (identifiers cannot be bound).
-        wh.client()
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-        let server = &base[..base.rfind('/').unwrap()];
-        let url = match query {
-            "" => format!("{server}/{name}"),
-            q => format!("{server}/{name}?{q}"),
-        };
-        TestDb { admin, name, url }
-    }
-
-    async fn checksums(&self) -> Vec<TableChecksum> {
-        Warehouse::connect(&self.url)
-            .await
-            .unwrap()
-            .dwh_checksums()
-            .await
-            .unwrap()
-    }
-
-    /// Status and error of the latest run.
-    async fn last_run(&self) -> (String, Option<String>) {
-        let row = Warehouse::connect(&self.url)
-            .await
-            .unwrap()
-            .client()
-            .query_one(
-                "SELECT status, error FROM etl.load_run ORDER BY run_id DESC LIMIT 1",
-                &[],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(wh) = Warehouse::connect(&admin).await {
-                    let _ = wh
-                        .client()
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            })
-        })
-        .join();
-    }
-}
-
-/// A fresh folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(unique(&format!("d2d-faults-{tag}")));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    format!("{tag}-{}", unique_tag())
 }
 
 /// The first `n` files of the sample day, in landing order: (key, path).
 fn sample(n: usize) -> Vec<(String, PathBuf)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let key = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .components()
-                    .map(|c| c.as_os_str().to_str().unwrap())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                out.push((key, path));
-            }
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/landing");
-    let mut files = Vec::new();
-    walk(&root, &root, &mut files);
-    files.sort_by(|a, b| d2d::model::landing::landing_order(&a.0, &b.0));
-    files.truncate(n);
+    let root = landing_dir();
+    let files: Vec<_> = read_tree(&root)
+        .into_iter()
+        .take(n)
+        .map(|(key, _)| {
+            let path = root.join(&key);
+            (key, path)
+        })
+        .collect();
     assert_eq!(files.len(), n);
     files
 }
@@ -235,8 +113,11 @@ static REFERENCE: tokio::sync::OnceCell<Reference> = tokio::sync::OnceCell::cons
 async fn reference() -> &'static Reference {
     REFERENCE
         .get_or_init(|| async {
-            let db = TestDb::create().await;
-            let (landing, lake) = (TempDir::new("ref-landing"), TempDir::new("ref-lake"));
+            let db = TestDb::create_tagged("faults").await;
+            let (landing, lake) = (
+                TempDir::new("faults-ref-landing"),
+                TempDir::new("faults-ref-lake"),
+            );
             let files = sample(ALL);
             let run = || async {
                 let (out, _) = daily_load(
@@ -322,12 +203,12 @@ async fn retried_or_clean_failure(
     phase: &str,
 ) -> Output {
     let reference = reference().await;
-    let db = TestDb::create().await;
+    let db = TestDb::create_tagged("faults").await;
     let server = s3_server();
     let buckets = Buckets::create(&server).await;
     let proxy = FaultProxy::start(&server).await;
     let files = sample(ALL);
-    let alerts = TempDir::new("alert");
+    let alerts = TempDir::new("faults-alert");
     let alert_file = alerts.path().join("alert.txt");
     let alert_command = format!("cat > '{}'", alert_file.display());
     let args = [
@@ -536,23 +417,10 @@ async fn a_silent_endpoint_is_retried_and_a_dead_one_fails_within_a_minute() {
 
 /// Every regular file under `dir`, as paths relative to it.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path.strip_prefix(dir).unwrap().to_owned());
-            }
-        }
-    }
-    out.sort();
-    out
+    file_paths(dir)
+        .into_iter()
+        .map(|path| path.strip_prefix(dir).unwrap().to_owned())
+        .collect()
 }
 
 /// A lake on a full disk — simulated by a file-size limit (RLIMIT_FSIZE) on the job, with
@@ -563,11 +431,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_lake_disk_fails_cleanly_and_a_rerun_with_space_loads_the_day() {
     let reference = reference().await;
-    let db = TestDb::create().await;
+    let db = TestDb::create_tagged("faults").await;
     let (landing, lake, alerts) = (
-        TempDir::new("full-landing"),
-        TempDir::new("full-lake"),
-        TempDir::new("full-alert"),
+        TempDir::new("faults-full-landing"),
+        TempDir::new("faults-full-lake"),
+        TempDir::new("faults-full-alert"),
     );
     let files = sample(ALL);
     let alert_file = alerts.path().join("alert.txt");
@@ -657,8 +525,11 @@ async fn a_full_lake_disk_fails_cleanly_and_a_rerun_with_space_loads_the_day() {
 /// redacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alert_command_gets_no_secrets() {
-    let db = TestDb::create().await;
-    let (landing, out_dir) = (TempDir::new("alert-landing"), TempDir::new("alert-out"));
+    let db = TestDb::create_tagged("faults").await;
+    let (landing, out_dir) = (
+        TempDir::new("faults-alert-landing"),
+        TempDir::new("faults-alert-out"),
+    );
     write_folder(landing.path(), &sample(2));
     let env_file = out_dir.path().join("env.txt");
     let summary_file = out_dir.path().join("summary.txt");

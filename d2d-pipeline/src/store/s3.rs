@@ -21,6 +21,7 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::time::Duration;
 
 use super::{backoff, ObjectMeta, ObjectReader, StoreOptions, S3_INITIAL_BACKOFF, S3_MAX_BACKOFF};
@@ -588,17 +589,17 @@ fn decode_sha256(text: &str) -> Option<[u8; 32]> {
     out.try_into().ok()
 }
 
+/// The bytes `x-amz-copy-source` percent-encodes: all but `/` and RFC 3986's unreserved ones.
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/` and RFC 3986 unreserved bytes.
 fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(key, COPY_SOURCE).to_string()
 }
 
 #[cfg(test)]

@@ -352,25 +352,23 @@ impl ServerCertVerifier for LibpqVerifier {
     }
 }
 
+/// A query value of the URL, %-decoded. The percent-encoding crate passes a malformed escape
+/// (`%zz`, a `%` at the end) through as it is; in a database URL that is a typo, refused here.
 fn percent_decode(value: &str) -> Result<String> {
     let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::Config(format!("database URL: bad %-escape in {value:?}")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let malformed = value.match_indices('%').any(|(i, _)| {
+        !bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return Err(Error::Config(format!(
+            "database URL: bad %-escape in {value:?}"
+        )));
     }
-    String::from_utf8(out)
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
         .map_err(|_| Error::Config(format!("database URL: {value:?} is not UTF-8")))
 }
 
@@ -495,6 +493,19 @@ mod tests {
         assert!(err.contains("\"always\""), "{err}");
         assert!(DatabaseUrl::parse("postgres://u@h/db?sslrootcert=%zz").is_err());
         assert!(DatabaseUrl::parse("host=h dbname").is_err());
+    }
+
+    #[test]
+    fn percent_escapes_decode_and_bad_ones_are_named() {
+        assert_eq!(percent_decode("%2Fa%20b%C3%BC+c").unwrap(), "/a bü+c");
+        assert_eq!(percent_decode("plain").unwrap(), "plain");
+        for bad in ["%zz", "a%4", "a%", "%%41"] {
+            let err = percent_decode(bad).unwrap_err().to_string();
+            assert!(err.contains("bad %-escape"), "{bad}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+        let err = percent_decode("%FF").unwrap_err().to_string();
+        assert!(err.contains("\"%FF\" is not UTF-8"), "{err}");
     }
 
     #[test]
