@@ -97,7 +97,7 @@ pub(super) trait StagedRow {
 }
 
 /// The PostgreSQL type a Rust value is staged as; `Option<T>` stages as `T` (NULL for `None`).
-trait PgColumn {
+pub(super) trait PgColumn {
     const TYPE: Type;
 }
 
@@ -125,28 +125,35 @@ impl<T: PgColumn> PgColumn for Option<T> {
 
 /// Declares a staging row once: the struct, whose fields are the table's columns in COPY
 /// order, and its [`StagedRow`] (COPY statement, types from [`PgColumn`], values).
-/// `$options` is appended inside `(FORMAT binary…)`, e.g. `", FREEZE"`.
+/// `$options` is appended inside `(FORMAT binary…)`, e.g. `", FREEZE"`. Fields that are not
+/// columns (state kept while the row is built) follow in a `not copied { … }` block; they
+/// are never written. Usable by the other modules of `warehouse` (`use super::load::staged_row`).
 macro_rules! staged_row {
     (
         $(#[$meta:meta])*
-        struct $name:ident => $table:literal, $options:literal {
-            $( $(#[$field_meta:meta])* $column:ident : $ty:ty ),+ $(,)?
+        $vis:vis struct $name:ident => $table:literal, $options:literal {
+            $( $(#[$field_meta:meta])* $field_vis:vis $column:ident : $ty:ty ),+ $(,)?
         }
+        $( not copied {
+            $( $(#[$kept_meta:meta])* $kept_vis:vis $kept:ident : $kept_ty:ty ),+ $(,)?
+        } )?
     ) => {
         $(#[$meta])*
-        struct $name {
-            $( $(#[$field_meta])* $column: $ty, )+
+        $vis struct $name {
+            $( $(#[$field_meta])* $field_vis $column: $ty, )+
+            $($( $(#[$kept_meta])* $kept_vis $kept: $kept_ty, )+)?
         }
 
-        impl StagedRow for $name {
+        impl $crate::warehouse::load::StagedRow for $name {
             const COPY: &'static str = concat!(
                 "COPY ", $table, " (",
                 staged_row!(@columns $($column)+),
                 ") FROM STDIN (FORMAT binary", $options, ")"
             );
-            const TYPES: &'static [Type] = &[$(<$ty as PgColumn>::TYPE),+];
+            const TYPES: &'static [::postgres_types::Type] =
+                &[$(<$ty as $crate::warehouse::load::PgColumn>::TYPE),+];
             const TABLE: &'static str = $table;
-            fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+            fn values(&self) -> Vec<&(dyn ::postgres_types::ToSql + Sync)> {
                 vec![$(&self.$column),+]
             }
         }
@@ -155,6 +162,8 @@ macro_rules! staged_row {
         concat!(stringify!($first) $(, ", ", stringify!($rest))*)
     };
 }
+pub(super) use staged_row;
+
 // Each staging row is declared once: its fields are the table's columns, in COPY order, and
 // each column's PostgreSQL type follows from its Rust type (`PgColumn`). The COPY statement,
 // the type list and `values()` are generated from that declaration, so a column cannot be
