@@ -886,8 +886,8 @@ impl Spool {
         for f in &mut self.files {
             let io = |e| spool_io(&f.path, "write", e);
             f.file.write_all(&COPY_TRAILER).await.map_err(io)?;
+            // No fsync: the spool is read back by this process, never after a crash.
             f.file.flush().await.map_err(io)?;
-            f.file.get_mut().sync_all().await.map_err(io)?;
             tables.push(SpooledTable {
                 table: f.table,
                 copy: f.copy,
@@ -1044,6 +1044,59 @@ mod tests {
                 Type::TEXT,
             ]
         );
+    }
+
+    /// A spooled row is a binary COPY tuple (field count, then length and bytes per field,
+    /// -1 for NULL) between the COPY header and trailer, in its table's file; the folder goes
+    /// with the spool.
+    #[tokio::test]
+    async fn a_spool_holds_binary_copy_streams_and_is_removed_when_dropped() {
+        let root = std::env::temp_dir().join(format!("d2d-spool-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let day = NaiveDate::from_ymd_opt(2019, 6, 1).unwrap();
+        let mut load = DayLoad::spooled(day, LoadOptions::default(), &root).unwrap();
+        load.add_refused(&RefusedFile {
+            key: "odd/key".into(),
+            size: 3,
+            day: Some(day),
+            code: "invalid_gzip",
+            reason: "why".into(),
+        })
+        .await
+        .unwrap();
+        let spooled = load.finish_spool().await.unwrap();
+        assert_eq!(spooled.tables.len(), 1, "only staging.reject has rows");
+        let table = &spooled.tables[0];
+        assert_eq!(
+            (table.table, table.copy, table.rows),
+            ("staging.reject", RejectRow::COPY, 1)
+        );
+        let bytes = std::fs::read(&table.path).unwrap();
+        let mut tuple = vec![0u8, 9];
+        let mut field = |v: Option<&[u8]>| match v {
+            None => tuple.extend((-1i32).to_be_bytes()),
+            Some(v) => {
+                tuple.extend((v.len() as i32).to_be_bytes());
+                tuple.extend(v);
+            }
+        };
+        field(Some(b"odd/key")); // source_key
+        field(None); // source_time: not a landing name
+        field(Some(&0i64.to_be_bytes())); // line 0: refused whole
+        field(Some(b"invalid_gzip"));
+        field(None); // field
+        field(Some(b"why"));
+        field(Some(b"")); // raw: empty, not NULL
+        field(None); // raw_length
+        field(None); // raw_sha256
+        let expected = [COPY_HEADER, &tuple, &COPY_TRAILER].concat();
+        assert_eq!(bytes, expected);
+        assert_eq!(spooled.bytes(), expected.len() as u64);
+        let dir = spooled.dir().to_owned();
+        assert!(dir.starts_with(&root) && dir.is_dir());
+        drop(spooled);
+        assert!(!dir.exists(), "the spool's folder is removed with it");
+        std::fs::remove_dir(&root).unwrap();
     }
 
     /// Each value is written under its own column: a row whose text columns all differ comes
