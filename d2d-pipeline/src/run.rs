@@ -360,8 +360,8 @@ pub async fn run_day(
 
 /// Runs the days `from..=to` in day order, each as its own run; stops at the first failure.
 /// With [`RunConfig::days_parallel`] above 1, later days are listed, archived and parsed
-/// ahead while earlier ones load and merge (see [`run_backfill`], which also returns the reports of the
-/// days done before a failure).
+/// ahead while earlier ones load and merge (see [`run_backfill`], which also returns the
+/// reports of the days done before a failure).
 pub async fn run_days(
     config: &RunConfig,
     from: NaiveDate,
@@ -595,11 +595,10 @@ async fn steps(
     config: &RunConfig,
     day: NaiveDate,
     run: RunId,
-    ahead: Option<backfill::Ahead>,
+    mut ahead: Option<backfill::Ahead>,
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<Loaded> {
-    let mut ahead = ahead;
     let Listed {
         lake,
         landing,

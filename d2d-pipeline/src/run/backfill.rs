@@ -3,9 +3,9 @@
 //! (`--days-parallel N`).
 //!
 //! ```text
-//! day k     : [run record] [wait: archive] [record manifest] [wait: parse] [COPY spool ── merge ── commit] [quarantine, curate]
-//! day k+1   :   [list ── archive ── read ── parse ──▶ spool (ahead, own task)]            [run record] [wait …] [COPY spool …]
-//! day k+N-1 :   [list ── archive ── read ── parse ──▶ spool (ahead, own task)]
+//! day k     : [run record] [wait: archive] [manifest] [wait: parse, COPY spool] [merge] [curate]
+//! day k+1   :   [list ─ archive ─ read ─ parse ─▶ spool]   (ahead, on a task of its own)
+//! day k+N-1 :   [list ─ archive ─ read ─ parse ─▶ spool]   (ahead, on a task of its own)
 //! ```
 //!
 //! Days are independent, but a merge holds the warehouse's transaction (and its advisory
@@ -21,12 +21,13 @@
 //! it is (no parsing in the turn), merges and commits.
 //!
 //! **Bounds.** Memory: each day ahead holds what a day's load holds — a few parse batches
-//! (about 8 × `batch_bytes`), one batch of encoded rows, and what grows with the fleet, not
-//! the day (the per-vehicle summaries, the lifecycle events, the fixed-size filter of update
+//! (about 8 × `batch_bytes`), one batch of encoded rows, and what grows with the fleet, not the
+//! day (the per-vehicle summaries, the lifecycle events, the fixed-size filter of update
 //! events, the quarantine's first megabyte) — so N days in flight hold about N times one load,
 //! whatever the size of the days. Disk: each spool is about the size of its day's staging rows
 //! in PostgreSQL's binary format (62 MB for a generated day of 300 k events and 66 MB of
-//! landing files: about the landing bytes); up to N − 1 spools exist at once. A spool is removed as soon as its day is copied, fails, or is
+//! landing files: about the landing bytes); up to N spools exist at once (N − 1 days ahead and
+//! the one being copied). A spool is removed as soon as its day is copied, fails, or is
 //! abandoned.
 //!
 //! What `etl.load_run` says of a day done ahead: its run starts when its turn comes (the
@@ -35,11 +36,11 @@
 //! `parse_ms` the time it then waited for the parse (each 0 when already finished), while
 //! `copy_ms` is the spool's COPY; so a run's phase times still add up to its wall time. The
 //! work's own durations are logged (`archived ahead`, `parsed ahead`, with `list_ms`,
-//! `archive_ms`, `parse_ms`, `took_ms`, `spool_bytes` and `waited_ms`). The manifest is recorded between
-//! the two waits, as a day's own run records it between archive and load. A day whose work
-//! failed ahead is recorded, in its turn, as failed in that phase (list, archive, or load for
-//! a read, parse or spool failure), with that error; counts, rejects, quarantine and
-//! curated output are those of the same day run on its own.
+//! `archive_ms`, `parse_ms`, `took_ms`, `spool_bytes` and `waited_ms`). The manifest is
+//! recorded between the two waits, as a day's own run records it between archive and load. A
+//! day whose work failed ahead is recorded, in its turn, as failed in that phase (list,
+//! archive, or load for a read, parse or spool failure), with that error; counts, rejects,
+//! quarantine and curated output are those of the same day run on its own.
 //!
 //! A failure stops the back-fill: the days already committed stay; the days ahead are not
 //! merged, their tasks are aborted and waited for, and their spools removed before
@@ -78,8 +79,8 @@ pub struct Backfill {
 
 /// Runs the days `from..=to` in day order, each as its own run, overlapping the list,
 /// archive and parse work of up to [`RunConfig::days_parallel`] days (see the module
-/// documentation of `run/backfill.rs`); stops at the first failure. Progress events come from the day in its
-/// turn only.
+/// documentation of `run/backfill.rs`); stops at the first failure. Progress events come
+/// from the day in its turn only.
 pub async fn run_backfill(
     config: &RunConfig,
     from: NaiveDate,
@@ -124,7 +125,11 @@ pub async fn run_backfill(
                 // The day's failure is logged (once, as an error) by its run.
                 if !ahead.is_empty() {
                     let not_merged: Vec<String> = ahead.iter().map(|a| a.day.to_string()).collect();
-                    tracing::warn!(%day, ?not_merged, "back-fill stopped: the days started ahead are not loaded");
+                    tracing::warn!(
+                        %day,
+                        ?not_merged,
+                        "back-fill stopped: the days started ahead are not loaded"
+                    );
                 }
                 done.error = Some(e);
                 break;
