@@ -144,8 +144,9 @@ struct Args {
     /// Objects read, copied or deleted at once.
     #[arg(long, env = "D2D_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
-    /// In a back-fill (--from/--to), days in flight at once: later days are listed and
-    /// archived ahead while the current one loads; loads and merges stay one at a time, in
+    /// In a back-fill (--from/--to), days in flight at once: later days are listed, archived
+    /// and parsed ahead (each into a spool in the OS temporary folder, about the size of its
+    /// landing files) while the current one loads; loads and merges stay one at a time, in
     /// day order. 1 runs the days one after another.
     #[arg(long, env = "D2D_DAYS_PARALLEL", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     days_parallel: u16,

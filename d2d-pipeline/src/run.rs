@@ -51,14 +51,17 @@
 //! day and object).
 //!
 //! [`run_days`] / [`run_backfill`] run a range of days in day order on one warehouse
-//! connection; with [`RunConfig::days_parallel`] above 1 the list and archive phases (steps 2
-//! and 3, which touch the stores only) of the next days run ahead while a day loads and
-//! merges (`run/backfill.rs`).
+//! connection; with [`RunConfig::days_parallel`] above 1 the next days are listed, archived,
+//! read and parsed ahead (steps 2 to 4 up to staging, which touch the stores and the CPU
+//! only) while a day copies, merges and commits: each day ahead stages its rows into a spool
+//! on local disk (about the size of its staging rows; memory stays bounded by a few batches
+//! per day in flight), which its turn streams into COPY unparsed (`run/backfill.rs`).
 
 mod backfill;
 mod phase_log;
 mod stream;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -115,10 +118,15 @@ pub struct RunConfig {
     /// non-blank lines (`0.01` = 1 %); `None` (the default) accepts any share.
     pub max_reject_ratio: Option<f64>,
     /// In a back-fill ([`run_days`]), days in flight at once: while one day loads and merges,
-    /// the list and archive phases of up to `days_parallel - 1` later days run ahead on tasks
-    /// of their own; loads and merges stay one at a time, in day order (`run/backfill.rs`).
-    /// 1 (the default) runs the days strictly one after another.
+    /// up to `days_parallel - 1` later days are listed, archived, read and parsed ahead on
+    /// tasks of their own, each staging its rows into a spool on local disk
+    /// ([`RunConfig::spool_dir`]); COPY, merges and commits stay one at a time, in day order
+    /// (`run/backfill.rs`). 1 (the default) runs the days strictly one after another.
     pub days_parallel: usize,
+    /// Where a day parsed ahead keeps its spool (a temporary folder per day, about the size
+    /// of the day's staging rows, removed once the day is loaded, fails or is abandoned);
+    /// `None` (the default): the OS temporary folder.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -145,6 +153,7 @@ impl RunConfig {
             batch_bytes: 8 * 1024 * 1024,
             max_reject_ratio: None,
             days_parallel: 1,
+            spool_dir: None,
         }
     }
 
@@ -350,9 +359,9 @@ pub async fn run_day(
 }
 
 /// Runs the days `from..=to` in day order, each as its own run; stops at the first failure.
-/// With [`RunConfig::days_parallel`] above 1, later days are listed and archived ahead while
-/// earlier ones load and merge (see [`run_backfill`], which also returns the reports of the
-/// days done before a failure).
+/// With [`RunConfig::days_parallel`] above 1, later days are listed, archived and parsed
+/// ahead while earlier ones load and merge (see [`run_backfill`], which also returns the
+/// reports of the days done before a failure).
 pub async fn run_days(
     config: &RunConfig,
     from: NaiveDate,
@@ -400,8 +409,8 @@ struct Progress {
     phases: PhaseTimes,
 }
 
-/// Runs `day` on `wh`; with `ahead`, its list and archive phases were started earlier
-/// (a back-fill) and the run takes their result, waiting for it if need be.
+/// Runs `day` on `wh`; with `ahead`, its list, archive and parse were started earlier
+/// (a back-fill) and the run takes their results, waiting for them if need be.
 async fn run_day_on(
     wh: &mut Warehouse,
     config: &RunConfig,
@@ -586,7 +595,7 @@ async fn steps(
     config: &RunConfig,
     day: NaiveDate,
     run: RunId,
-    ahead: Option<backfill::Ahead>,
+    mut ahead: Option<backfill::Ahead>,
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<Loaded> {
@@ -595,9 +604,9 @@ async fn steps(
         landing,
         stale,
         files: (day_files, archived_now, refused),
-    } = match ahead {
+    } = match &mut ahead {
         None => list_and_archive(config, day, progress, events).await?,
-        Some(ahead) => ahead.join(progress, events).await?,
+        Some(ahead) => ahead.archived(progress, events).await?,
     };
     let mut report = new_report(config, day, run, &day_files, landing.is_some());
     report.stale_temporaries_removed = stale;
@@ -605,16 +614,17 @@ async fn steps(
     progress.counts.bytes = day_files.iter().map(|f| f.size).sum();
     record_manifest(wh, run, day, &day_files).await?;
 
-    let mut load = wh.begin_day(day, config.load).await?;
-    let ours: Vec<&lake::RefusedFile> = refused.iter().filter(|r| r.day == Some(day)).collect();
-    for r in &ours {
-        load.add_refused(r).await?;
-    }
-    let (mut quarantine, unreadable) =
-        load_day(config, &lake, &day_files, &mut load, progress, events).await?;
-    for r in ours {
-        quarantine.push_file(r)?;
-    }
+    let (load, quarantine, unreadable) = match ahead {
+        None => {
+            let mut load = wh.begin_day(day, config.load).await?;
+            let (quarantine, unreadable) = stage_day(
+                config, day, &lake, &day_files, &refused, &mut load, progress, events,
+            )
+            .await?;
+            (load, quarantine, unreadable)
+        }
+        Some(ahead) => ahead.load_parsed(wh, config, progress, events).await?,
+    };
     report.refused = refused;
     report.refused.extend(unreadable);
     check_reject_ratio(config, load.lines(), load.rejects())?;
@@ -827,6 +837,33 @@ async fn record_manifest(
         })
         .collect();
     wh.record_manifest(run, day, &manifest).await
+}
+
+/// Stages the whole day into `load` (a transaction's, or a spool's for a day ahead): the
+/// landing objects of the day refused as a whole, then every file read and parsed
+/// ([`load_day`]); returns the quarantine (refused lines and files) and the files that
+/// could not be decoded.
+#[allow(clippy::too_many_arguments)]
+async fn stage_day(
+    config: &RunConfig,
+    day: NaiveDate,
+    lake: &Store,
+    day_files: &[ArchivedFile],
+    refused: &[lake::RefusedFile],
+    load: &mut DayLoad<'_>,
+    progress: &mut Progress,
+    events: &(dyn Fn(&RunEvent<'_>) + Sync),
+) -> Result<(Quarantine, Vec<lake::RefusedFile>)> {
+    let ours: Vec<&lake::RefusedFile> = refused.iter().filter(|r| r.day == Some(day)).collect();
+    for r in &ours {
+        load.add_refused(r).await?;
+    }
+    let (mut quarantine, unreadable) =
+        load_day(config, lake, day_files, load, progress, events).await?;
+    for r in ours {
+        quarantine.push_file(r)?;
+    }
+    Ok((quarantine, unreadable))
 }
 
 /// Reads, parses and stages the day's files, overlapping the three ([`stream`]); returns the

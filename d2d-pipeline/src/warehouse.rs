@@ -40,7 +40,7 @@ use tokio_postgres::{Client, NoTls};
 
 pub use audit::{AbandonedRun, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus};
 pub use connect::{DatabaseUrl, SslMode};
-pub use load::{DayLoad, DayLoadReport, LoadOptions, RowsLoaded, BATCH_ROWS};
+pub use load::{DayLoad, DayLoadReport, LoadOptions, RowsLoaded, SpooledDay, BATCH_ROWS};
 pub use migrate::{Migration, MigrationReport, MIGRATIONS};
 
 use crate::error::{Error, Result};

@@ -7,21 +7,31 @@
 //! ([`super::vehicle_day`]), the lifecycle events seen (to drop repeats exactly), and a
 //! fixed-size filter of the update events seen ([`super::seen`]).
 //!
+//! A day parsed ahead of its turn (a back-fill's `--days-parallel`) is staged the same way into
+//! a [`SpooledDay`] instead: the same binary COPY rows, encoded into files on local disk (one
+//! per staging table, in a temporary folder removed when the spool is dropped), which the
+//! day's load later streams into staging unchanged ([`DayLoad::copy_spooled`]) — no parsing
+//! and no staging lock before the turn, and memory still bounded by a batch.
+//!
 //! The vehicle events go straight into `staging.vehicle_event`, the day's next partition of
 //! `dwh.fact_vehicle_event` (see migration 8); `COPY … FREEZE` writes them once, already
 //! visible to every later transaction, so nothing rewrites them to set hint bits.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use d2d_model::event::EventKind;
 use d2d_model::landing::LandingName;
 use d2d_model::parse::Parsed;
-use postgres_types::{ToSql, Type};
+use futures_util::SinkExt;
+use postgres_types::{IsNull, ToSql, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Transaction;
 
@@ -97,7 +107,7 @@ pub(super) trait StagedRow {
 }
 
 /// The PostgreSQL type a Rust value is staged as; `Option<T>` stages as `T` (NULL for `None`).
-trait PgColumn {
+pub(super) trait PgColumn {
     const TYPE: Type;
 }
 
@@ -125,28 +135,35 @@ impl<T: PgColumn> PgColumn for Option<T> {
 
 /// Declares a staging row once: the struct, whose fields are the table's columns in COPY
 /// order, and its [`StagedRow`] (COPY statement, types from [`PgColumn`], values).
-/// `$options` is appended inside `(FORMAT binary…)`, e.g. `", FREEZE"`.
+/// `$options` is appended inside `(FORMAT binary…)`, e.g. `", FREEZE"`. Fields that are not
+/// columns (state kept while the row is built) follow in a `not copied { … }` block; they
+/// are never written. Usable by the other modules of `warehouse` (`use super::load::staged_row`).
 macro_rules! staged_row {
     (
         $(#[$meta:meta])*
-        struct $name:ident => $table:literal, $options:literal {
-            $( $(#[$field_meta:meta])* $column:ident : $ty:ty ),+ $(,)?
+        $vis:vis struct $name:ident => $table:literal, $options:literal {
+            $( $(#[$field_meta:meta])* $field_vis:vis $column:ident : $ty:ty ),+ $(,)?
         }
+        $( not copied {
+            $( $(#[$kept_meta:meta])* $kept_vis:vis $kept:ident : $kept_ty:ty ),+ $(,)?
+        } )?
     ) => {
         $(#[$meta])*
-        struct $name {
-            $( $(#[$field_meta])* $column: $ty, )+
+        $vis struct $name {
+            $( $(#[$field_meta])* $field_vis $column: $ty, )+
+            $($( $(#[$kept_meta])* $kept_vis $kept: $kept_ty, )+)?
         }
 
-        impl StagedRow for $name {
+        impl $crate::warehouse::load::StagedRow for $name {
             const COPY: &'static str = concat!(
                 "COPY ", $table, " (",
                 staged_row!(@columns $($column)+),
                 ") FROM STDIN (FORMAT binary", $options, ")"
             );
-            const TYPES: &'static [Type] = &[$(<$ty as PgColumn>::TYPE),+];
+            const TYPES: &'static [::postgres_types::Type] =
+                &[$(<$ty as $crate::warehouse::load::PgColumn>::TYPE),+];
             const TABLE: &'static str = $table;
-            fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+            fn values(&self) -> Vec<&(dyn ::postgres_types::ToSql + Sync)> {
                 vec![$(&self.$column),+]
             }
         }
@@ -155,6 +172,8 @@ macro_rules! staged_row {
         concat!(stringify!($first) $(, ", ", stringify!($rest))*)
     };
 }
+pub(super) use staged_row;
+
 // Each staging row is declared once: its fields are the table's columns, in COPY order, and
 // each column's PostgreSQL type follows from its Rust type (`PgColumn`). The COPY statement,
 // the type list and `values()` are generated from that declaration, so a column cannot be
@@ -227,8 +246,11 @@ staged_row! {
 /// Add each source object's parse with [`DayLoad::add_file`], in landing order
 /// ([`d2d_model::landing::landing_order`]), then [`DayLoad::commit`]. Dropping it without
 /// committing (or any error) rolls everything back: the warehouse stays as it was.
+///
+/// A day staged ahead of its load ([`DayLoad::spooled`]) has no transaction: its rows go to a
+/// [`SpooledDay`] ([`DayLoad::finish_spool`]), which a load takes later in one go.
 pub struct DayLoad<'a> {
-    tx: Transaction<'a>,
+    sink: Sink<'a>,
     day: NaiveDate,
     options: LoadOptions,
     sources: HashSet<String>,
@@ -260,20 +282,18 @@ impl<'a> DayLoad<'a> {
         day: NaiveDate,
         options: LoadOptions,
     ) -> Result<DayLoad<'a>> {
-        if let Some(v) = options.max_speed_mps {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(Error::Config(format!(
-                    "max speed must be a positive number of m/s, not {v}"
-                )));
-            }
-        }
+        check_options(&options)?;
         // Takes the load lock (staging is shared by all loads: one fills it at a time),
         // empties staging and marks it as the partition of `day`.
         tx.execute("CALL dwh.begin_day($1)", &[&day])
             .await
             .map_err(db_error(format!("prepare staging for landing day {day}")))?;
-        Ok(DayLoad {
-            tx,
+        Ok(DayLoad::new(Sink::Copy(tx), day, options))
+    }
+
+    fn new(sink: Sink<'a>, day: NaiveDate, options: LoadOptions) -> DayLoad<'a> {
+        DayLoad {
+            sink,
             day,
             options,
             sources: HashSet::new(),
@@ -285,7 +305,96 @@ impl<'a> DayLoad<'a> {
             lifecycle: HashMap::new(),
             vehicle_days: HashMap::new(),
             report: DayLoadReport::default(),
+        }
+    }
+
+    /// A load of `day` that stages into a spool under `dir` (a new temporary folder in it)
+    /// instead of a transaction: for a day parsed before its turn. Add the files as to any
+    /// load, then [`DayLoad::finish_spool`]; nothing touches the warehouse.
+    pub fn spooled(day: NaiveDate, options: LoadOptions, dir: &Path) -> Result<DayLoad<'static>> {
+        check_options(&options)?;
+        Ok(DayLoad::new(
+            Sink::Spool(Spool::create(dir, day)?),
+            day,
+            options,
+        ))
+    }
+
+    /// Ends a spooled load: writes what is still buffered (and the per-vehicle summaries) to
+    /// the spool and returns it with the day's counts.
+    pub async fn finish_spool(mut self) -> Result<SpooledDay> {
+        self.flush_all().await?;
+        let Sink::Spool(mut spool) = self.sink else {
+            return Err(Error::Internal {
+                context: format!(
+                    "spooling landing day {}: its load has a transaction, not a spool",
+                    self.day
+                ),
+            });
+        };
+        Ok(SpooledDay {
+            day: self.day,
+            options: self.options,
+            tables: spool.finish().await?,
+            dir: spool.dir,
+            report: self.report,
         })
+    }
+
+    /// Streams a day staged ahead into staging, table by table (the spool's bytes are the
+    /// COPY's, sent as they are), and takes its counts; the spool is removed when done. The
+    /// load must be of the same day and settings, and have staged nothing else.
+    pub async fn copy_spooled(&mut self, spooled: SpooledDay) -> Result<()> {
+        if spooled.day != self.day || spooled.options != self.options {
+            return Err(Error::Internal {
+                context: format!(
+                    "loading the spool of landing day {} into the load of {}",
+                    spooled.day, self.day
+                ),
+            });
+        }
+        if self.report != DayLoadReport::default() || !self.sources.is_empty() {
+            return Err(Error::Internal {
+                context: format!(
+                    "loading the spool of landing day {}: the load has staged rows already",
+                    self.day
+                ),
+            });
+        }
+        let Sink::Copy(tx) = &mut self.sink else {
+            return Err(Error::Internal {
+                context: format!("loading the spool of landing day {} into a spool", self.day),
+            });
+        };
+        let started = Instant::now();
+        for table in &spooled.tables {
+            let context = || format!("COPY {} spooled rows into {}", table.rows, table.table);
+            let io = |op, source| spool_io(&table.path, op, source);
+            let mut file = tokio::fs::File::open(&table.path)
+                .await
+                .map_err(|e| io("open", e))?;
+            let sink = tx
+                .copy_in::<_, Bytes>(table.copy)
+                .await
+                .map_err(db_error(context()))?;
+            let mut sink = pin!(sink);
+            loop {
+                let mut chunk = BytesMut::with_capacity(SPOOL_CHUNK);
+                if file.read_buf(&mut chunk).await.map_err(|e| io("read", e))? == 0 {
+                    break;
+                }
+                sink.send(chunk.freeze())
+                    .await
+                    .map_err(db_error(context()))?;
+            }
+            sink.finish().await.map_err(db_error(context()))?;
+        }
+        self.report = DayLoadReport {
+            copy: started.elapsed(),
+            ..spooled.report.clone()
+        };
+        drop(spooled);
+        Ok(())
     }
 
     /// The landing day being loaded.
@@ -487,8 +596,9 @@ impl<'a> DayLoad<'a> {
         }
     }
 
-    /// Copies what is buffered, merges the day into dwh, empties staging and commits.
-    pub async fn commit(mut self) -> Result<DayLoadReport> {
+    /// Writes what is still buffered, the register/deregister events kept until now and the
+    /// per-vehicle summaries: after this, staging (or the spool) holds the whole day.
+    async fn flush_all(&mut self) -> Result<()> {
         for (position, row) in std::mem::take(&mut self.lifecycle).into_values() {
             self.summarise(position, &row);
             self.vehicles.push(row);
@@ -500,10 +610,22 @@ impl<'a> DayLoad<'a> {
         self.flush_candidates().await?;
         self.flush_periods().await?;
         self.flush_rejects().await?;
-        self.copy_vehicle_days().await?;
+        self.copy_vehicle_days().await
+    }
+
+    /// Copies what is buffered, merges the day into dwh, empties staging and commits.
+    pub async fn commit(mut self) -> Result<DayLoadReport> {
+        self.flush_all().await?;
+        let Sink::Copy(tx) = self.sink else {
+            return Err(Error::Internal {
+                context: format!(
+                    "committing landing day {}: it was staged into a spool, not a transaction",
+                    self.day
+                ),
+            });
+        };
         let started = Instant::now();
-        let row = self
-            .tx
+        let row = tx
             .query_one(
                 "CALL dwh.merge_day($1, $2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
                 &[&self.day, &self.options.max_speed_mps],
@@ -525,8 +647,7 @@ impl<'a> DayLoad<'a> {
             vehicle_period_distance: count("distance_rows"),
             reject: count("reject_rows"),
         };
-        self.tx
-            .commit()
+        tx.commit()
             .await
             .map_err(db_error(format!("commit landing day {}", self.day)))?;
         self.report.merge = started.elapsed();
@@ -568,18 +689,19 @@ impl<'a> DayLoad<'a> {
         Ok(())
     }
 
-    /// COPYs `rows` into their staging table (nothing when there are none).
+    /// COPYs `rows` into their staging table (nothing when there are none), or appends them
+    /// to the table's spool file.
     async fn copy_rows<R: StagedRow>(&mut self, rows: &[R]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
+        let tx = match &mut self.sink {
+            Sink::Copy(tx) => tx,
+            Sink::Spool(spool) => return spool.write(rows).await,
+        };
         let started = Instant::now();
         let context = || format!("COPY {} rows into {}", rows.len(), R::TABLE);
-        let sink = self
-            .tx
-            .copy_in(R::COPY)
-            .await
-            .map_err(db_error(context()))?;
+        let sink = tx.copy_in(R::COPY).await.map_err(db_error(context()))?;
         let mut writer = pin!(BinaryCopyInWriter::new(sink, R::TYPES));
         for row in rows {
             writer
@@ -592,6 +714,211 @@ impl<'a> DayLoad<'a> {
         self.report.copy += started.elapsed();
         Ok(())
     }
+}
+
+fn check_options(options: &LoadOptions) -> Result<()> {
+    if let Some(v) = options.max_speed_mps {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(Error::Config(format!(
+                "max speed must be a positive number of m/s, not {v}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where a load's rows go.
+enum Sink<'a> {
+    /// Into staging, by COPY, inside the load's transaction.
+    Copy(Transaction<'a>),
+    /// Into spool files, for a load later ([`DayLoad::spooled`]).
+    Spool(Spool),
+}
+
+/// Bytes read from a spool file per message of its COPY.
+const SPOOL_CHUNK: usize = 256 * 1024;
+
+/// The start of a binary COPY stream: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The end of a binary COPY stream: a tuple field count of -1.
+const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+
+/// A day's staging rows being written to local files: one binary COPY stream per staging
+/// table, in the order its rows were staged.
+struct Spool {
+    /// Removed (with the files) when dropped.
+    dir: tempfile::TempDir,
+    files: Vec<SpoolFile>,
+}
+
+struct SpoolFile {
+    table: &'static str,
+    copy: &'static str,
+    path: PathBuf,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    rows: u64,
+}
+
+/// One staging table's rows in a spool: a complete binary COPY stream.
+#[derive(Debug, Clone)]
+struct SpooledTable {
+    table: &'static str,
+    copy: &'static str,
+    path: PathBuf,
+    rows: u64,
+}
+
+/// A day staged ahead of its load ([`DayLoad::spooled`]): its staging rows as binary COPY
+/// streams in a temporary folder on local disk (about the size of the day's rows), and its
+/// counts. The folder is removed when this is dropped, loaded or not.
+#[derive(Debug)]
+pub struct SpooledDay {
+    day: NaiveDate,
+    options: LoadOptions,
+    tables: Vec<SpooledTable>,
+    dir: tempfile::TempDir,
+    report: DayLoadReport,
+}
+
+impl SpooledDay {
+    /// The landing day.
+    pub fn day(&self) -> NaiveDate {
+        self.day
+    }
+
+    /// The folder holding the spool (removed when this is dropped).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes of the spool on disk.
+    pub fn bytes(&self) -> u64 {
+        self.tables
+            .iter()
+            .filter_map(|t| std::fs::metadata(&t.path).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Non-blank lines staged.
+    pub fn lines(&self) -> u64 {
+        self.report.lines
+    }
+
+    /// Refused lines staged (files refused as a whole not counted).
+    pub fn rejects(&self) -> u64 {
+        self.report.rejects
+    }
+}
+
+fn spool_io(path: &Path, op: &'static str, source: std::io::Error) -> Error {
+    Error::Io {
+        url: format!("spool {}", path.parent().unwrap_or(path).display()),
+        key: path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        op,
+        source,
+    }
+}
+
+impl Spool {
+    fn create(dir: &Path, day: NaiveDate) -> Result<Spool> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("d2d-spool-{day}-"))
+            .tempdir_in(dir)
+            .map_err(|e| spool_io(&dir.join("d2d-spool-*"), "create", e))?;
+        Ok(Spool {
+            dir,
+            files: Vec::new(),
+        })
+    }
+
+    /// Encodes `rows` as binary COPY tuples (what `BinaryCopyInWriter` sends) and appends
+    /// them to their table's file, started with the COPY header on first use.
+    async fn write<R: StagedRow>(&mut self, rows: &[R]) -> Result<()> {
+        let mut buf = BytesMut::new();
+        for row in rows {
+            encode_row(row, &mut buf).map_err(|e| Error::Internal {
+                context: format!("encoding a row of {} for the spool: {e}", R::TABLE),
+            })?;
+        }
+        let i = match self.files.iter().position(|f| f.copy == R::COPY) {
+            Some(i) => i,
+            None => {
+                let path = self
+                    .dir
+                    .path()
+                    .join(format!("{}.{}.copy", self.files.len(), R::TABLE));
+                let file = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .await
+                    .map_err(|e| spool_io(&path, "create", e))?;
+                let mut file = tokio::io::BufWriter::new(file);
+                file.write_all(COPY_HEADER)
+                    .await
+                    .map_err(|e| spool_io(&path, "write", e))?;
+                self.files.push(SpoolFile {
+                    table: R::TABLE,
+                    copy: R::COPY,
+                    path,
+                    file,
+                    rows: 0,
+                });
+                self.files.len() - 1
+            }
+        };
+        let f = &mut self.files[i];
+        f.file
+            .write_all(&buf)
+            .await
+            .map_err(|e| spool_io(&f.path, "write", e))?;
+        f.rows += rows.len() as u64;
+        Ok(())
+    }
+
+    /// Ends every file's COPY stream and closes it.
+    async fn finish(&mut self) -> Result<Vec<SpooledTable>> {
+        let mut tables = Vec::with_capacity(self.files.len());
+        for f in &mut self.files {
+            let io = |e| spool_io(&f.path, "write", e);
+            f.file.write_all(&COPY_TRAILER).await.map_err(io)?;
+            // No fsync: the spool is read back by this process, never after a crash.
+            f.file.flush().await.map_err(io)?;
+            tables.push(SpooledTable {
+                table: f.table,
+                copy: f.copy,
+                path: f.path.clone(),
+                rows: f.rows,
+            });
+        }
+        Ok(tables)
+    }
+}
+
+/// One tuple of a binary COPY stream: the field count, then each field's length (-1 for
+/// NULL) and value in PostgreSQL's binary format, as `tokio_postgres`'s `BinaryCopyInWriter`
+/// writes it.
+fn encode_row<R: StagedRow>(
+    row: &R,
+    buf: &mut BytesMut,
+) -> std::result::Result<(), Box<dyn std::error::Error + Sync + Send>> {
+    let values = row.values();
+    let fields = i16::try_from(values.len())?;
+    buf.put_i16(fields);
+    for (value, ty) in values.iter().zip(R::TYPES) {
+        let at = buf.len();
+        buf.put_i32(0);
+        let len = match value.to_sql_checked(ty, buf)? {
+            IsNull::Yes => -1,
+            IsNull::No => i32::try_from(buf.len() - at - 4)?,
+        };
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(())
 }
 
 fn line_number(key: &str, line: u64) -> Result<i64> {
@@ -717,6 +1044,59 @@ mod tests {
                 Type::TEXT,
             ]
         );
+    }
+
+    /// A spooled row is a binary COPY tuple (field count, then length and bytes per field,
+    /// -1 for NULL) between the COPY header and trailer, in its table's file; the folder goes
+    /// with the spool.
+    #[tokio::test]
+    async fn a_spool_holds_binary_copy_streams_and_is_removed_when_dropped() {
+        let root = std::env::temp_dir().join(format!("d2d-spool-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let day = NaiveDate::from_ymd_opt(2019, 6, 1).unwrap();
+        let mut load = DayLoad::spooled(day, LoadOptions::default(), &root).unwrap();
+        load.add_refused(&RefusedFile {
+            key: "odd/key".into(),
+            size: 3,
+            day: Some(day),
+            code: "invalid_gzip",
+            reason: "why".into(),
+        })
+        .await
+        .unwrap();
+        let spooled = load.finish_spool().await.unwrap();
+        assert_eq!(spooled.tables.len(), 1, "only staging.reject has rows");
+        let table = &spooled.tables[0];
+        assert_eq!(
+            (table.table, table.copy, table.rows),
+            ("staging.reject", RejectRow::COPY, 1)
+        );
+        let bytes = std::fs::read(&table.path).unwrap();
+        let mut tuple = vec![0u8, 9];
+        let mut field = |v: Option<&[u8]>| match v {
+            None => tuple.extend((-1i32).to_be_bytes()),
+            Some(v) => {
+                tuple.extend((v.len() as i32).to_be_bytes());
+                tuple.extend(v);
+            }
+        };
+        field(Some(b"odd/key")); // source_key
+        field(None); // source_time: not a landing name
+        field(Some(&0i64.to_be_bytes())); // line 0: refused whole
+        field(Some(b"invalid_gzip"));
+        field(None); // field
+        field(Some(b"why"));
+        field(Some(b"")); // raw: empty, not NULL
+        field(None); // raw_length
+        field(None); // raw_sha256
+        let expected = [COPY_HEADER, &tuple, &COPY_TRAILER].concat();
+        assert_eq!(bytes, expected);
+        assert_eq!(spooled.bytes(), expected.len() as u64);
+        let dir = spooled.dir().to_owned();
+        assert!(dir.starts_with(&root) && dir.is_dir());
+        drop(spooled);
+        assert!(!dir.exists(), "the spool's folder is removed with it");
+        std::fs::remove_dir(&root).unwrap();
     }
 
     /// Each value is written under its own column: a row whose text columns all differ comes
