@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_backfill, run_day, Phase, RunConfig, RunEvent};
-use d2d_pipeline::warehouse::{TableChecksum, Warehouse};
+use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
 use d2d_testkit::{sample_day, TempDir, TestDb};
 
@@ -70,15 +70,6 @@ fn config(landing: &TempDir, lake: &TempDir, db: &TestDb) -> RunConfig {
     // Small batches: each day's load crosses several of them.
     config.batch_files = 16;
     config
-}
-
-async fn checksums(db: &TestDb) -> Vec<TableChecksum> {
-    Warehouse::connect(&db.url)
-        .await
-        .unwrap()
-        .dwh_checksums()
-        .await
-        .unwrap()
 }
 
 /// Every run's record but its id, times and phase durations, in run order: day, status, the
@@ -197,9 +188,9 @@ async fn days_parallel_gives_the_warehouse_of_sequential_runs() {
         "days 2 and 3 are parsed ahead: {progress:?}"
     );
 
-    let sums = checksums(&par_db).await;
+    let sums = par_db.checksums().await;
     assert!(sums.iter().any(|t| t.rows > 0), "{sums:?}");
-    assert_eq!(sums, checksums(&one_db).await);
+    assert_eq!(sums, one_db.checksums().await);
     let refused = rejects(&par_db).await;
     // Per day: n * 7 bad lines, 2 per edited sample file, and the undecodable file (line 0).
     assert!(refused.len() > 3 * 9, "{}", refused.len());
@@ -222,8 +213,8 @@ async fn days_parallel_gives_the_warehouse_of_sequential_runs() {
     }
     for zone in ["quarantine", "curated"] {
         assert_eq!(
-            support::read_tree(&par_lake.path().join(zone)),
-            support::read_tree(&one_lake.path().join(zone)),
+            d2d_testkit::read_tree(&par_lake.path().join(zone)),
+            d2d_testkit::read_tree(&one_lake.path().join(zone)),
             "{zone}"
         );
     }
@@ -258,7 +249,7 @@ async fn days_parallel_gives_the_warehouse_of_sequential_runs() {
     // Again, on the loaded warehouse: a re-run changes nothing.
     let again = run_backfill(&par, day(1), day(3), &no_events).await;
     assert!(again.error.is_none(), "{:?}", again.error);
-    assert_eq!(checksums(&par_db).await, sums);
+    assert_eq!(par_db.checksums().await, sums);
     assert!(again
         .reports
         .iter()
@@ -287,7 +278,7 @@ async fn a_failing_middle_day_stops_the_later_merges() {
     run_day(&config(&landing, &ref_lake, &ref_db), day(1), &no_events)
         .await
         .unwrap();
-    let day_1_only = checksums(&ref_db).await;
+    let day_1_only = ref_db.checksums().await;
 
     let (db, lake) = (TestDb::create().await, TempDir::new("bf-lake"));
     let spools = TempDir::new("bf-spool");
@@ -315,7 +306,7 @@ async fn a_failing_middle_day_stops_the_later_merges() {
     };
     assert_eq!((*failed, *phase), (day(2), Phase::Load.doing()));
     assert!(matches!(**source, Error::TooManyRejects { .. }), "{err}");
-    assert_eq!(checksums(&db).await, day_1_only);
+    assert_eq!(db.checksums().await, day_1_only);
     let statuses: Vec<(String, String)> = runs(&db)
         .await
         .into_iter()
@@ -349,7 +340,7 @@ async fn a_failing_middle_day_stops_the_later_merges() {
         err.to_string().contains("no landing files of 2019-06-02"),
         "{err}"
     );
-    assert_eq!(checksums(&db).await, day_1_only);
+    assert_eq!(db.checksums().await, day_1_only);
     let wh = Warehouse::connect(&db.url).await.unwrap();
     let row = wh
         .client()
@@ -381,7 +372,7 @@ async fn a_failure_ahead_is_recorded_in_its_turn_in_its_phase() {
     run_day(&config(&landing, &ref_lake, &ref_db), day(1), &no_events)
         .await
         .unwrap();
-    let day_1_only = checksums(&ref_db).await;
+    let day_1_only = ref_db.checksums().await;
 
     let (db, lake) = (TestDb::create().await, TempDir::new("bf-lake"));
     let mut par = config(&landing, &lake, &db);
@@ -407,7 +398,7 @@ async fn a_failure_ahead_is_recorded_in_its_turn_in_its_phase() {
     assert_eq!((*failed, *phase), (day(2), Phase::Load.doing()));
     assert!(matches!(**source, Error::Io { op: "create", .. }), "{err}");
     assert!(err.to_string().contains("spool"), "{err}");
-    assert_eq!(checksums(&db).await, day_1_only);
+    assert_eq!(db.checksums().await, day_1_only);
     let wh = Warehouse::connect(&db.url).await.unwrap();
     let rows = wh
         .client()
