@@ -6,7 +6,7 @@
 //!
 //! | cargo feature | default | what it adds |
 //! |---|---|---|
-//! | `lambda` | off | [`lambda`]: the daily run as an AWS Lambda handler (`lambda_runtime`), the warehouse URL from AWS Secrets Manager |
+//! | `lambda` | off | `lambda` module: the daily run as an AWS Lambda handler (`lambda_runtime`), the warehouse URL from AWS Secrets Manager |
 
 pub mod alert;
 pub mod curated;
