@@ -127,11 +127,11 @@ struct Args {
     #[arg(long, env = "D2D_ALERT_SNS_TOPIC", value_name = "ARN")]
     alert_sns_topic: Option<String>,
     /// Seconds an S3 connection attempt may take before it is retried.
-    #[arg(long, env = "D2D_S3_CONNECT_TIMEOUT", value_name = "SECS", default_value = "3", value_parser = seconds_arg)]
+    #[arg(long, env = "D2D_S3_CONNECT_TIMEOUT", value_name = "SECS", default_value = "3", value_parser = run::parse_seconds)]
     s3_connect_timeout: Duration,
     /// Seconds an S3 request may wait for an answer once sent (plus one per MiB uploaded),
     /// or for the next bytes of a response body, before it is retried.
-    #[arg(long, env = "D2D_S3_READ_TIMEOUT", value_name = "SECS", default_value = "8", value_parser = seconds_arg)]
+    #[arg(long, env = "D2D_S3_READ_TIMEOUT", value_name = "SECS", default_value = "8", value_parser = run::parse_seconds)]
     s3_read_timeout: Duration,
     /// Attempts per S3 request, the first included; each retry is logged. With the defaults an
     /// endpoint that never answers fails a request within 5 × (3 + 8) s + backoff = 56.5 s.
@@ -139,7 +139,7 @@ struct Args {
     s3_attempts: u32,
     /// Seconds connecting to PostgreSQL (TCP, TLS, authentication) may take; default: the
     /// URL's connect_timeout, else 10.
-    #[arg(long, env = "D2D_DB_CONNECT_TIMEOUT", value_name = "SECS", value_parser = seconds_arg)]
+    #[arg(long, env = "D2D_DB_CONNECT_TIMEOUT", value_name = "SECS", value_parser = run::parse_seconds)]
     db_connect_timeout: Option<Duration>,
     /// Objects read, copied or deleted at once.
     #[arg(long, env = "D2D_CONCURRENCY", default_value_t = 16)]
@@ -313,14 +313,6 @@ fn config(args: &Args) -> RunConfig {
     config.db_connect_timeout = args.db_connect_timeout;
     config.days_parallel = usize::from(args.days_parallel);
     config
-}
-
-/// A positive number of seconds, fractions allowed (`2`, `0.5`).
-fn seconds_arg(text: &str) -> Result<Duration, String> {
-    match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{text:?} is not a positive number of seconds")),
-    }
 }
 
 fn init_logs(bars: bool) {

@@ -163,12 +163,7 @@ impl LambdaConfig {
         };
         let seconds = |name: &str| -> Result<Option<Duration>> {
             var(name)
-                .map(|v| match v.trim().parse::<f64>() {
-                    Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-                    _ => Err(Error::Config(format!(
-                        "{name}={v:?} is not a positive number of seconds"
-                    ))),
-                })
+                .map(|v| run::parse_seconds(&v).map_err(|e| Error::Config(format!("{name}={e}"))))
                 .transpose()
         };
         let count = |name: &str| -> Result<Option<usize>> {

@@ -304,6 +304,15 @@ pub enum RunEvent<'a> {
     },
 }
 
+/// A timeout as `daily_load`'s flags and the Lambda's variables give it: a positive, finite
+/// number of seconds below 10⁹, fractions allowed (`2`, `0.5`); the error quotes the text.
+pub fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
 /// A progress callback that ignores every event.
 pub fn no_events(_: &RunEvent<'_>) {}
 
@@ -1011,6 +1020,16 @@ mod tests {
         let config = RunConfig::new("l", "k", "postgres://x");
         let day = "2019-06-01".parse().unwrap();
         assert_send(&run_day(&config, day, &no_events));
+    }
+
+    #[test]
+    fn seconds_are_positive_finite_and_quoted_when_not() {
+        assert_eq!(parse_seconds(" 0.5 "), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
+        for bad in ["0", "-1", "inf", "NaN", "1e9", "soon", ""] {
+            let err = parse_seconds(bad).unwrap_err();
+            assert_eq!(err, format!("{bad:?} is not a positive number of seconds"));
+        }
     }
 
     #[test]
