@@ -102,6 +102,11 @@ struct Args {
     /// (the sample is a sped-up replay). Warehouse-wide: a change recomputes every distance.
     #[arg(long, env = "D2D_MAX_SPEED_MPS")]
     max_speed_mps: Option<f64>,
+    /// Load no day: recompute every distance of the warehouse under --max-speed-mps (none:
+    /// keep every fix), with the loader's kernel, and rewrite the lake's curated distance
+    /// partitions that changed. For a new rule, or after a repair.
+    #[arg(long, conflicts_with_all = ["date", "from", "to", "from_lake", "move_landing"])]
+    refresh_distances: bool,
     /// Fail a day whose refused lines exceed this share of its lines (0.01 = 1 %), before
     /// anything of it is committed; off by default.
     #[arg(long, env = "D2D_MAX_REJECT_RATIO", value_name = "RATIO")]
@@ -207,6 +212,9 @@ async fn run_main() -> ExitCode {
     };
     init_logs(bars);
     let config = config(&args);
+    if args.refresh_distances {
+        return refresh_distances(&config).await;
+    }
     let progress = Bars::new(bars);
     let events = |e: &RunEvent<'_>| progress.on(e);
     let (from, to) = match days(&args) {
@@ -264,6 +272,28 @@ async fn run_main() -> ExitCode {
                 d2d::pipeline::Error::AfterCommit { .. } => ExitCode::from(3),
                 _ => ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+/// `--refresh-distances`: every distance recomputed, the curated distance partitions rewritten.
+async fn refresh_distances(config: &RunConfig) -> ExitCode {
+    match run::refresh_distances(config).await {
+        Ok(r) => {
+            let c = &r.curated;
+            println!(
+                "distances recomputed: {} rows; curated distance partitions: {} written, {} deleted, {} unchanged",
+                r.distance_rows,
+                c.distance_partitions_written,
+                c.distance_partitions_deleted,
+                c.distance_partitions_unchanged
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "distance refresh failed");
+            eprintln!("daily_load: distance refresh failed: {e}");
+            ExitCode::FAILURE
         }
     }
 }

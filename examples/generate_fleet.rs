@@ -380,7 +380,7 @@ fn push_coordinate(out: &mut Vec<u8>, degrees: f64) {
     let mut frac = units % 100_000;
     if frac != 0 {
         let mut width = 5;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             width -= 1;
         }

@@ -126,6 +126,50 @@ fn walk<'a>(fixes: &'a [Location], options: &DistanceOptions) -> Walk<'a> {
     }
 }
 
+/// The distance along one window of a track: what [`window_distance`] returns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct WindowDistance {
+    /// Fixes kept (the first one, and every later one not dropped by the speed filter).
+    pub fixes: u64,
+    /// Time of the first fix (UTC).
+    pub first_at: DateTime<Utc>,
+    /// Time of the last fix kept (UTC).
+    pub last_at: DateTime<Utc>,
+    /// Metres travelled along the kept fixes.
+    pub metres: f64,
+}
+
+/// The distance of one (period, vehicle) pair from the vehicle's fixes inside the period's
+/// window, already in track order ([`crate::track::fix_order`], de-duplicated); `None` for an
+/// empty window. The one kernel behind [`period_distances`], the warehouse's
+/// `dwh.vehicle_period_distance` (computed by the loader) and the Python bindings, so they
+/// agree to the bit.
+///
+/// ```
+/// use d2d_model::distance::{window_distance, DistanceOptions};
+/// use d2d_model::event::{Location, Position};
+/// let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();
+/// let fixes = [
+///     Location { position: Position::new(0.0, 0.0).unwrap(), at: at(0) },
+///     Location { position: Position::new(1.0, 0.0).unwrap(), at: at(60) },
+/// ];
+/// let d = window_distance(&fixes, &DistanceOptions::default()).unwrap();
+/// assert_eq!((d.fixes, d.last_at), (2, at(60)));
+/// assert!((d.metres - 111_195.08).abs() < 0.01);
+/// assert!(window_distance(&[], &DistanceOptions::default()).is_none());
+/// ```
+pub fn window_distance(window: &[Location], options: &DistanceOptions) -> Option<WindowDistance> {
+    let first = window.first()?;
+    let walk = walk(window, options);
+    Some(WindowDistance {
+        fixes: walk.kept,
+        first_at: first.at,
+        last_at: walk.last.map_or(first.at, |l| l.at),
+        metres: walk.metres,
+    })
+}
+
 /// Distances for every non-deleted period and every vehicle with a fix inside it, sorted by
 /// period id, then vehicle id.
 pub fn period_distances(
@@ -142,18 +186,16 @@ pub fn period_distances(
             // Tracks are time-ordered, so the window is one contiguous slice.
             let from = fixes.partition_point(|f| f.at < p.start());
             let to = fixes.partition_point(|f| f.at <= p.finish());
-            let window = &fixes[from..to];
-            if window.is_empty() {
+            let Some(d) = window_distance(&fixes[from..to], options) else {
                 continue;
-            }
-            let walk = walk(window, options);
+            };
             rows.push(PeriodDistance {
                 period: p.id().clone(),
                 vehicle: vehicle.clone(),
-                fixes: walk.kept,
-                first_at: window[0].at,
-                last_at: walk.last.map_or(window[0].at, |l| l.at),
-                metres: walk.metres,
+                fixes: d.fixes,
+                first_at: d.first_at,
+                last_at: d.last_at,
+                metres: d.metres,
             });
         }
     }

@@ -479,6 +479,39 @@ pub async fn write_day(wh: &mut Warehouse, lake: &Store, day: NaiveDate) -> Resu
     report.period_events = rows;
     report.bytes += bytes;
 
+    write_changed_distances(&tx, lake, &mut report).await?;
+    tx.commit()
+        .await
+        .map_err(db_error("closing the curated zone's snapshot"))?;
+    Ok(report)
+}
+
+/// Rewrites the distance partitions whose rows changed, from the warehouse: what a distance
+/// refresh ([`Warehouse::refresh_distances`]) leaves to do in the lake.
+pub async fn write_distances(wh: &mut Warehouse, lake: &Store) -> Result<CuratedReport> {
+    let mut report = CuratedReport::default();
+    let tx = wh
+        .client_mut()
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db_error("starting the curated zone's snapshot"))?;
+    write_changed_distances(&tx, lake, &mut report).await?;
+    tx.commit()
+        .await
+        .map_err(db_error("closing the curated zone's snapshot"))?;
+    Ok(report)
+}
+
+/// The distance partitions of the snapshot `tx` that differ from the lake's, written; those
+/// the lake has and the snapshot does not, deleted; then the fingerprints.
+async fn write_changed_distances(
+    tx: &Transaction<'_>,
+    lake: &Store,
+    report: &mut CuratedReport,
+) -> Result<()> {
     let current: BTreeMap<NaiveDate, String> = tx
         .query(DISTANCE_FINGERPRINTS, &[])
         .await
@@ -494,7 +527,7 @@ pub async fn write_day(wh: &mut Warehouse, lake: &Store, day: NaiveDate) -> Resu
             report.distance_partitions_unchanged += 1;
             continue;
         }
-        let (_, bytes) = write_partition(&tx, lake, &DISTANCE, *start_day).await?;
+        let (_, bytes) = write_partition(tx, lake, &DISTANCE, *start_day).await?;
         report.distance_partitions_written += 1;
         report.bytes += bytes;
     }
@@ -502,15 +535,12 @@ pub async fn write_day(wh: &mut Warehouse, lake: &Store, day: NaiveDate) -> Resu
         lake.delete(&DISTANCE.key(*start_day)).await?;
         report.distance_partitions_deleted += 1;
     }
-    tx.commit()
-        .await
-        .map_err(db_error("closing the curated zone's snapshot"))?;
     // Written last: if the run dies before, the next one rewrites what it cannot vouch for.
     let json = serde_json::to_vec_pretty(&current).map_err(|e| Error::Internal {
         context: format!("serialising distance fingerprints: {e}"),
     })?;
     lake.put(&distance_fingerprints_key(), json.into()).await?;
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -316,6 +316,39 @@ pub fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
 /// A progress callback that ignores every event.
 pub fn no_events(_: &RunEvent<'_>) {}
 
+/// What [`refresh_distances`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshReport {
+    /// `dwh.vehicle_period_distance` rows written.
+    pub distance_rows: u64,
+    /// The curated distance partitions rewritten, deleted or left alone.
+    pub curated: CuratedReport,
+}
+
+/// Recomputes every distance of the warehouse under `config.load`'s rule (which becomes the
+/// warehouse's) and rewrites the curated distance partitions that changed: for a new rule
+/// without loading a day, or after a repair. Loads no day and records no run; the warehouse
+/// is migrated first if it is behind. `daily_load --refresh-distances` runs it.
+pub async fn refresh_distances(config: &RunConfig) -> Result<RefreshReport> {
+    let mut wh = Warehouse::connect_with(&config.warehouse_url()?).await?;
+    if !wh.pending_migrations().await?.is_empty() {
+        let report = wh.migrate().await?;
+        tracing::info!(applied = ?report.applied, "applied warehouse migrations");
+    }
+    let distance_rows = wh.refresh_distances(config.load).await?;
+    tracing::info!(distance_rows, "distances recomputed");
+    let (lake, _) = open_stores(&RunConfig {
+        from_lake: true,
+        ..config.clone()
+    })
+    .await?;
+    let curated = curated::write_distances(&mut wh, &lake).await?;
+    Ok(RefreshReport {
+        distance_rows,
+        curated,
+    })
+}
+
 /// What a successful run did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunReport {

@@ -30,6 +30,7 @@
 
 mod audit;
 mod connect;
+mod distance;
 mod load;
 mod migrate;
 mod seen;
@@ -180,6 +181,33 @@ impl Warehouse {
             .await
             .map_err(db_error("begin the load transaction"))?;
         DayLoad::begin(tx, day, options).await
+    }
+
+    /// Recomputes every distance of the warehouse under `options`' rule, which becomes the
+    /// warehouse's: for a new rule without loading a day, or after a repair. One transaction
+    /// under the load lock, with the loader's kernel (`d2d_model::distance`), every day's
+    /// fixes read through the track index; returns the rows written.
+    pub async fn refresh_distances(&mut self, options: LoadOptions) -> Result<u64> {
+        load::check_options(&options)?;
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(db_error("starting the distance refresh"))?;
+        tx.execute(
+            "CALL dwh.begin_distance_refresh($1)",
+            &[&options.max_speed_mps],
+        )
+        .await
+        .map_err(db_error("staging every distance pair"))?;
+        let rule = d2d_model::distance::DistanceOptions {
+            max_speed_mps: options.max_speed_mps,
+        };
+        let rows = distance::compute(&tx, None, None, &rule).await?;
+        tx.commit()
+            .await
+            .map_err(db_error("committing the distance refresh"))?;
+        Ok(rows)
     }
 
     /// `bi.avg_distance_per_operating_period`, sorted by period id.

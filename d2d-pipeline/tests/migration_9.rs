@@ -207,9 +207,21 @@ async fn migration_9_keeps_a_warehouse_of_migration_8_and_takes_the_loaders_writ
 
     // The loader of this build, on the same files, writes the very rows again (once the
     // warehouse has the reject columns it writes).
+    // From migration 11 on the loader computes the distances with d2d_model's kernel: the
+    // very bits migration 8's SQL gave, with and without a speed limit.
     wh.migrate().await.unwrap();
     load(&mut wh, day("2019-06-02"), &june_2()).await;
     load(&mut wh, day("2019-06-01"), &sample).await;
     assert_eq!(checksums(&wh).await, before);
     assert_eq!(wh.period_averages().await.unwrap(), answer);
+    let all = "SELECT d::text FROM dwh.vehicle_period_distance AS d
+                ORDER BY operating_period_id, vehicle_id";
+    let limited = LoadOptions {
+        max_speed_mps: Some(100.0),
+    };
+    wh.refresh_distances(limited).await.unwrap();
+    assert_eq!(texts(&wh, all).await, limited_v8);
+    wh.refresh_distances(LoadOptions::default()).await.unwrap();
+    assert_eq!(texts(&wh, all).await, unlimited_v8);
+    assert_eq!(checksums(&wh).await, before);
 }

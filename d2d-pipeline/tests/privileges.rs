@@ -311,9 +311,10 @@ async fn the_loader_may_not_write_outside_staging_nor_change_the_schema() {
         // from migration 9, the merge without the run's stamp).
         "CALL dwh.swap_day_partition('2019-06-01')",
         "CALL etl.replace_rejects('2019-06-01')",
-        "CALL dwh.refresh_vehicle_period_distance(NULL)",
-        "CALL dwh.compute_pair_distances(NULL)",
         "CALL dwh.merge_staged_day('2019-06-01')",
+        "CALL dwh.stage_all_distance_pairs()",
+        // Staged by the merge, not by the loader.
+        "INSERT INTO staging.distance_pair VALUES ('op', 'v', now(), now())",
     ] {
         wrong.extend(refused(&loader, sql, DENIED).await);
     }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use d2d_model::distance::DistanceOptions;
 use d2d_model::event::EventKind;
 use d2d_model::landing::LandingName;
 use d2d_model::parse::Parsed;
@@ -36,6 +37,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Transaction;
 
 use super::db_error;
+use super::distance::{self, FixSpill};
 use super::seen::{micros, SeenFilter, UpdateKey};
 use super::vehicle_day::{Position, Seen, VehicleDay};
 use crate::error::{Error, Result};
@@ -90,8 +92,10 @@ pub struct DayLoadReport {
     pub rows: RowsLoaded,
     /// Time spent in COPY.
     pub copy: Duration,
-    /// Time spent in `CALL dwh.merge_day` and the commit.
+    /// Time spent in `CALL dwh.merge_day`, the distances and the commit.
     pub merge: Duration,
+    /// Of [`DayLoadReport::merge`], the time spent computing and applying the distances.
+    pub distances: Duration,
 }
 
 /// A row of a staging table, written by binary COPY. Implemented by [`staged_row!`] only.
@@ -263,6 +267,8 @@ pub struct DayLoad<'a> {
     /// first position in landing order, and de-duplicated exactly.
     lifecycle: HashMap<LifecycleKey, (Position, VehicleRow)>,
     vehicle_days: HashMap<String, VehicleDay>,
+    /// The day's update fixes, for the distances computed after the merge.
+    fixes: FixSpill,
     report: DayLoadReport,
 }
 
@@ -288,10 +294,11 @@ impl<'a> DayLoad<'a> {
         tx.execute("CALL dwh.begin_day($1)", &[&day])
             .await
             .map_err(db_error(format!("prepare staging for landing day {day}")))?;
-        Ok(DayLoad::new(Sink::Copy(tx), day, options))
+        let fixes = FixSpill::create(&std::env::temp_dir(), day)?;
+        Ok(DayLoad::new(Sink::Copy(tx), day, options, fixes))
     }
 
-    fn new(sink: Sink<'a>, day: NaiveDate, options: LoadOptions) -> DayLoad<'a> {
+    fn new(sink: Sink<'a>, day: NaiveDate, options: LoadOptions, fixes: FixSpill) -> DayLoad<'a> {
         DayLoad {
             sink,
             day,
@@ -304,6 +311,7 @@ impl<'a> DayLoad<'a> {
             seen_updates: SeenFilter::default(),
             lifecycle: HashMap::new(),
             vehicle_days: HashMap::new(),
+            fixes,
             report: DayLoadReport::default(),
         }
     }
@@ -317,6 +325,7 @@ impl<'a> DayLoad<'a> {
             Sink::Spool(Spool::create(dir, day)?),
             day,
             options,
+            FixSpill::create(dir, day)?,
         ))
     }
 
@@ -324,6 +333,7 @@ impl<'a> DayLoad<'a> {
     /// the spool and returns it with the day's counts.
     pub async fn finish_spool(mut self) -> Result<SpooledDay> {
         self.flush_all().await?;
+        self.fixes.flush()?;
         let Sink::Spool(mut spool) = self.sink else {
             return Err(Error::Internal {
                 context: format!(
@@ -337,6 +347,7 @@ impl<'a> DayLoad<'a> {
             options: self.options,
             tables: spool.finish().await?,
             dir: spool.dir,
+            fixes: self.fixes,
             report: self.report,
         })
     }
@@ -393,7 +404,7 @@ impl<'a> DayLoad<'a> {
             copy: started.elapsed(),
             ..spooled.report.clone()
         };
-        drop(spooled);
+        self.fixes = spooled.fixes;
         Ok(())
     }
 
@@ -468,6 +479,7 @@ impl<'a> DayLoad<'a> {
                         self.stage_lifecycle(position, row);
                         continue;
                     };
+                    self.fixes.add(vehicle_id, l.at, l.position)?;
                     let candidate = self.seen_updates.insert(&UpdateKey {
                         vehicle_id,
                         organization_id: &row.organization_id,
@@ -647,6 +659,22 @@ impl<'a> DayLoad<'a> {
             vehicle_period_distance: count("distance_rows"),
             reject: count("reject_rows"),
         };
+        // From migration 11 on the merge stages the pairs and leaves their distances to the
+        // loader (NULL); a warehouse before it computed them in SQL (a count), which only the
+        // tests of older migrations still load.
+        let staged_pairs = row
+            .try_get::<_, Option<i64>>("distance_rows")
+            .map_err(db_error(format!("merge landing day {}", self.day)))?
+            .is_none();
+        if staged_pairs {
+            let computing = Instant::now();
+            let rule = DistanceOptions {
+                max_speed_mps: self.options.max_speed_mps,
+            };
+            self.report.rows.vehicle_period_distance =
+                distance::compute(&tx, Some(self.day), Some(&mut self.fixes), &rule).await?;
+            self.report.distances = computing.elapsed();
+        }
         tx.commit()
             .await
             .map_err(db_error(format!("commit landing day {}", self.day)))?;
@@ -700,23 +728,32 @@ impl<'a> DayLoad<'a> {
             Sink::Spool(spool) => return spool.write(rows).await,
         };
         let started = Instant::now();
-        let context = || format!("COPY {} rows into {}", rows.len(), R::TABLE);
-        let sink = tx.copy_in(R::COPY).await.map_err(db_error(context()))?;
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, R::TYPES));
-        for row in rows {
-            writer
-                .as_mut()
-                .write(&row.values())
-                .await
-                .map_err(db_error(context()))?;
-        }
-        writer.finish().await.map_err(db_error(context()))?;
+        copy_in(tx, rows).await?;
         self.report.copy += started.elapsed();
         Ok(())
     }
 }
 
-fn check_options(options: &LoadOptions) -> Result<()> {
+/// COPYs `rows` into their staging table in `tx` (nothing when there are none).
+pub(super) async fn copy_in<R: StagedRow>(tx: &Transaction<'_>, rows: &[R]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let context = || format!("COPY {} rows into {}", rows.len(), R::TABLE);
+    let sink = tx.copy_in(R::COPY).await.map_err(db_error(context()))?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, R::TYPES));
+    for row in rows {
+        writer
+            .as_mut()
+            .write(&row.values())
+            .await
+            .map_err(db_error(context()))?;
+    }
+    writer.finish().await.map_err(db_error(context()))?;
+    Ok(())
+}
+
+pub(super) fn check_options(options: &LoadOptions) -> Result<()> {
     if let Some(v) = options.max_speed_mps {
         if !(v.is_finite() && v > 0.0) {
             return Err(Error::Config(format!(
@@ -778,6 +815,8 @@ pub struct SpooledDay {
     options: LoadOptions,
     tables: Vec<SpooledTable>,
     dir: tempfile::TempDir,
+    /// The day's update fixes: a folder of their own beside `dir`.
+    fixes: FixSpill,
     report: DayLoadReport,
 }
 
@@ -792,13 +831,14 @@ impl SpooledDay {
         self.dir.path()
     }
 
-    /// Bytes of the spool on disk.
+    /// Bytes of the spool on disk, its fixes for the distances included.
     pub fn bytes(&self) -> u64 {
         self.tables
             .iter()
             .filter_map(|t| std::fs::metadata(&t.path).ok())
             .map(|m| m.len())
-            .sum()
+            .sum::<u64>()
+            + self.fixes.bytes()
     }
 
     /// Non-blank lines staged.

@@ -85,6 +85,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "bounded_rejects",
         sql: include_str!("../../migrations/0010_bounded_rejects.sql"),
     },
+    Migration {
+        version: 11,
+        name: "one_distance",
+        sql: include_str!("../../migrations/0011_one_distance.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migration runs within a database.
