@@ -970,6 +970,11 @@ async fn merge(
     let t = begin(progress, events, Phase::Merge, 0, 0).await;
     let loaded = load.commit().await?;
     end(events, Phase::Merge, t);
+    tracing::info!(
+        ms = loaded.distances.as_millis() as u64,
+        rows = loaded.rows.vehicle_period_distance,
+        "distances computed (part of the merge)"
+    );
     progress.phases.copy = loaded.copy;
     progress.phases.merge = loaded.merge;
     progress.counts.lines = loaded.lines;

@@ -124,13 +124,13 @@ def _rows_with_metres_bits(table: pa.Table) -> list[tuple]:
     table = table.select(["operating_period_id", "vehicle_id", "fixes", "first_at", "last_at",
                           "metres"])  # fmt: skip
     rows = [tuple(r.values()) for r in table.to_pylist()]
-    return sorted(r[:5] + (struct.unpack("<Q", struct.pack("<d", r[5]))[0],) for r in rows)
+    return sorted((*r[:5], struct.unpack("<Q", struct.pack("<d", r[5]))[0]) for r in rows)
 
 
 def test_distances_equal_the_lake_and_warehouse_to_the_bit(curated: Path, day):
     # The warehouse's distances are the loader's d2d_model kernel, the same as d2d.distances;
     # the curated zone is the warehouse's rows. Every pair, every column, metres bit for bit.
     lake = pq.read_table(curated / "vehicle_period_distance", partitioning="hive")
-    mine = _rows_with_metres_bits(d2d.distances(day))
+    mine = _rows_with_metres_bits(d2d.distances(day).to_arrow())
     assert len(mine) == 144
     assert mine == _rows_with_metres_bits(lake)
