@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
@@ -21,7 +20,7 @@ use d2d::model::{period, track};
 use d2d::pipeline::run::{no_events, refresh_distances, run_day, run_days, RunConfig};
 use d2d::pipeline::store::Store;
 use d2d::pipeline::warehouse::{LoadOptions, Warehouse};
-use d2d_testkit::{copy_tree, example, landing_dir, read_tree, TempDir, TestDb};
+use d2d_testkit::{copy_tree, generate_fleet, landing_dir, read_tree, TempDir, TestDb};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// (period, vehicle) → (fixes, first_at µs, last_at µs, metres as bits).
@@ -169,19 +168,32 @@ async fn query_i64(wh: &Warehouse, sql: &str) -> i64 {
 async fn warehouse_curated_zone_and_model_agree_to_the_bit() {
     let landing = TempDir::new("one-distance-landing");
     copy_tree(&landing_dir(), landing.path());
-    let generated = Command::new(example("generate_fleet"))
-        .arg("--out")
-        .arg(landing.path())
-        .args(["--date", "2019-06-02", "--days", "3", "--vehicles", "12"])
-        .args(["--seconds", "240", "--interval", "5", "--periods", "6"])
-        .args(["--duplicates", "0.03", "--malformed", "0.02"])
-        .args(["--out-of-order", "0.03", "--jumps", "0.02", "--seed", "7"])
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
+    generate_fleet(
+        landing.path(),
+        &[
+            "--date",
+            "2019-06-02",
+            "--days",
+            "3",
+            "--vehicles",
+            "12",
+            "--seconds",
+            "240",
+            "--interval",
+            "5",
+            "--periods",
+            "6",
+            "--duplicates",
+            "0.03",
+            "--malformed",
+            "0.02",
+            "--out-of-order",
+            "0.03",
+            "--jumps",
+            "0.02",
+            "--seed",
+            "7",
+        ],
     );
     underflow_day(landing.path());
 

@@ -16,6 +16,10 @@
 -- (`daily_load --refresh-distances`, dwh.begin_distance_refresh).
 --
 -- The PL/pgSQL distance functions are dropped: there is one implementation left.
+--
+-- The merge also records the vehicle events it drops as duplicates (staging.dropped_event), so
+-- the loader can write the curated zone's vehicle-event file from the rows it spilled while
+-- parsing, exactly as the day's partition holds them, instead of reading the day back.
 
 -- The pairs a load (or a refresh) recomputes, as the merge chose them.
 CREATE UNLOGGED TABLE staging.distance_pair (
@@ -40,14 +44,23 @@ CREATE UNLOGGED TABLE staging.distance_order (
 COMMENT ON TABLE staging.distance_order IS
     'staging.distance_pair numbered by the loader in the order it computes them.';
 
+-- The staged vehicle events the merge dropped as repeats of earlier ones: the loader leaves
+-- them out of what it writes to the curated zone from its own copy of the day's rows.
+CREATE UNLOGGED TABLE staging.dropped_event (
+    source_key text COLLATE "C" NOT NULL,
+    line       bigint NOT NULL
+);
+COMMENT ON TABLE staging.dropped_event IS
+    'Vehicle events of the load in progress that the merge dropped as duplicates (source_key, line).';
+
 -- The loader's results, moved into dwh by dwh.apply_distances.
 CREATE UNLOGGED TABLE staging.vehicle_period_distance (LIKE dwh.vehicle_period_distance INCLUDING CONSTRAINTS);
 COMMENT ON TABLE staging.vehicle_period_distance IS
     'Distances the loader computed with d2d_model::distance for staging.distance_pair.';
 
 GRANT SELECT, INSERT ON staging.distance_pair, staging.distance_order,
-    staging.vehicle_period_distance TO d2d_loader;
-REVOKE INSERT ON staging.distance_pair FROM d2d_loader;
+    staging.vehicle_period_distance, staging.dropped_event TO d2d_loader;
+REVOKE INSERT ON staging.distance_pair, staging.dropped_event FROM d2d_loader;
 
 -- The pairs of every live period and every vehicle with fixes in its window, and no
 -- distance rows left: what a new rule or a refresh recomputes.
@@ -131,7 +144,8 @@ BEGIN
     SELECT s.operating_period_id, s.vehicle_id, s.fixes, s.first_at, s.last_at, s.metres
       FROM staging.vehicle_period_distance AS s;
     GET DIAGNOSTICS p_rows = ROW_COUNT;
-    TRUNCATE staging.distance_pair, staging.distance_order, staging.vehicle_period_distance;
+    TRUNCATE staging.distance_pair, staging.distance_order, staging.vehicle_period_distance,
+             staging.dropped_event;
 END
 $$;
 
@@ -146,7 +160,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(2032060102);
     TRUNCATE staging.vehicle_event, staging.duplicate_candidate, staging.vehicle_day,
              staging.period_event, staging.reject, staging.distance_pair,
-             staging.distance_order, staging.vehicle_period_distance;
+             staging.distance_order, staging.vehicle_period_distance, staging.dropped_event;
     ALTER TABLE staging.vehicle_event DROP CONSTRAINT IF EXISTS vehicle_event_landing_day;
     EXECUTE format('ALTER TABLE staging.vehicle_event ADD CONSTRAINT vehicle_event_landing_day CHECK (landing_day = %L)',
                    p_day);
@@ -233,7 +247,10 @@ BEGIN
            AND t.location_at = d.location_at
            AND t.source_key = d.source_key
            AND t.line = d.line
-        RETURNING t.vehicle_id
+        RETURNING t.vehicle_id, t.source_key, t.line
+    ), recorded AS (
+        INSERT INTO staging.dropped_event (source_key, line)
+        SELECT r.source_key, r.line FROM dropped AS r
     ), per_vehicle AS (
         SELECT r.vehicle_id, count(*) AS n FROM dropped AS r GROUP BY r.vehicle_id
     ), fixed AS (

@@ -8,8 +8,12 @@
 //!                                           dwh.vehicle_period_distance, by the period's start
 //! ```
 //!
-//! Written after a load commits, from the warehouse itself (one read-only snapshot), so the
-//! zone holds exactly what the warehouse holds: duplicates dropped, periods resolved. Hive-style
+//! Written after a load commits, so the zone holds exactly what the warehouse holds:
+//! duplicates dropped, periods resolved. The day's vehicle events — nearly all of the day —
+//! come from the rows the loader spilled while parsing ([`write_day_with_rows`]: sorted by the
+//! loader, less the duplicates the merge reports it dropped), so the day is not read back from
+//! PostgreSQL; its period events and the distances come from the warehouse (one read-only
+//! snapshot). [`write_day`] reads the vehicle events from the warehouse too. Hive-style
 //! partitions: the partition column (`landing_day`, `start_day`) is in the path, not in the
 //! file; every other column has the warehouse's name, timestamps are UTC microseconds
 //! (`source_time`, the file-name clock, has no time zone, as in the warehouse); labels with few
@@ -53,7 +57,7 @@ use tokio_postgres::Transaction;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::warehouse::{db_error, Warehouse};
+use crate::warehouse::{db_error, DayRows, SpilledRow, Warehouse};
 
 /// Prefix of the curated zone in the lake.
 pub const CURATED_PREFIX: &str = "curated/";
@@ -291,6 +295,19 @@ impl Builder {
         Ok(())
     }
 
+    /// Appends a value the loader kept (not read from PostgreSQL).
+    fn push(&mut self, value: Value<'_>) -> std::result::Result<(), String> {
+        match (self, value) {
+            (Builder::Text(b), Value::Text(v)) => b.append_option(v),
+            (Builder::Label(b), Value::Text(v)) => b.append_option(v),
+            (Builder::Int8(b), Value::Int(v)) => b.append_option(v),
+            (Builder::Float8(b), Value::Float(v)) => b.append_option(v),
+            (Builder::Timestamp(b), Value::Micros(v)) => b.append_option(v),
+            (_, v) => return Err(format!("a {v:?} does not fit the column's type")),
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> ArrayRef {
         match self {
             Builder::Text(b) => Arc::new(b.finish()),
@@ -301,6 +318,39 @@ impl Builder {
             Builder::Timestamp(b) => Arc::new(b.finish()),
         }
     }
+}
+
+/// A value of a row the loader kept, for [`Builder::push`].
+#[derive(Debug)]
+enum Value<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Float(Option<f64>),
+    /// Microseconds since 1970 (UTC, or the file-name clock for `source_time`).
+    Micros(Option<i64>),
+}
+
+/// Column `name` of a vehicle-event row of the loader's spill.
+fn vehicle_value<'a>(rows: &'a DayRows, r: &SpilledRow, name: &str) -> Option<Value<'a>> {
+    let spill = rows.spill();
+    Some(match name {
+        "source_key" => Value::Text(Some(spill.source(r.source).0)),
+        "line" => Value::Int(Some(r.line)),
+        "source_time" => Value::Micros(
+            spill
+                .source(r.source)
+                .1
+                .map(|t| t.and_utc().timestamp_micros()),
+        ),
+        "event" => Value::Text(Some(r.verb())),
+        "vehicle_id" => Value::Text(Some(spill.vehicle(r.slot))),
+        "organization_id" => Value::Text(Some(spill.organization(r.org))),
+        "event_at" => Value::Micros(Some(r.event_at)),
+        "lat" => Value::Float(r.location.map(|l| l.0)),
+        "lng" => Value::Float(r.location.map(|l| l.1)),
+        "location_at" => Value::Micros(r.location.map(|l| l.2)),
+        _ => return None,
+    })
 }
 
 fn parquet_error(key: &str) -> impl Fn(String) -> Error + '_ {
@@ -346,14 +396,7 @@ async fn write_partition(
     let rows = BinaryCopyOutStream::new(stream, &table.pg_types());
     let mut rows = pin!(rows);
 
-    let spool = tempfile::Builder::new()
-        .prefix("d2d-curated-")
-        .suffix(".parquet")
-        .tempfile()
-        .map_err(|e| fail(format!("temporary file: {e}")))?;
-    let file = spool
-        .reopen()
-        .map_err(|e| fail(format!("temporary file: {e}")))?;
+    let (spool, file) = parquet_spool(&key)?;
     let schema = table.schema();
     let writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(table)?))
         .map_err(|e| fail(e.to_string()))?;
@@ -402,17 +445,42 @@ async fn write_partition(
         .map_err(|e| fail(format!("the encoder thread: {e}")))?;
     decoded?;
     encoded.map_err(|e| fail(e.to_string()))?;
-    if count == 0 {
-        lake.delete(&key).await?;
+    publish(lake, &key, &spool, count).await
+}
+
+/// A temporary file for a partition's Parquet, and a second handle on it for the writer.
+fn parquet_spool(key: &str) -> Result<(tempfile::NamedTempFile, std::fs::File)> {
+    let fail = parquet_error(key);
+    let spool = tempfile::Builder::new()
+        .prefix("d2d-curated-")
+        .suffix(".parquet")
+        .tempfile()
+        .map_err(|e| fail(format!("temporary file: {e}")))?;
+    let file = spool
+        .reopen()
+        .map_err(|e| fail(format!("temporary file: {e}")))?;
+    Ok((spool, file))
+}
+
+/// Puts the partition's finished file under `key` (one atomic write), or deletes the
+/// partition when it has no rows; returns its rows and bytes.
+async fn publish(
+    lake: &Store,
+    key: &str,
+    spool: &tempfile::NamedTempFile,
+    rows: u64,
+) -> Result<(u64, u64)> {
+    if rows == 0 {
+        lake.delete(key).await?;
         return Ok((0, 0));
     }
     let bytes = spool
         .as_file()
         .metadata()
-        .map_err(|e| fail(format!("temporary file: {e}")))?
+        .map_err(|e| parquet_error(key)(format!("temporary file: {e}")))?
         .len();
-    lake.put_file(&key, spool.path()).await?;
-    Ok((count, bytes))
+    lake.put_file(key, spool.path()).await?;
+    Ok((rows, bytes))
 }
 
 fn new_builders(table: &Table) -> Vec<Builder> {
@@ -458,11 +526,91 @@ async fn read_fingerprints(lake: &Store) -> Result<BTreeMap<NaiveDate, String>> 
     Ok(serde_json::from_slice(&bytes).unwrap_or_default())
 }
 
+/// Writes the day's vehicle-event file from the rows the loader spilled
+/// ([`crate::warehouse::DayLoad::commit_with_rows`]): sorted by the loader, the merge's dropped
+/// duplicates left out, the same rows, order and encoding as a read of the day's partition
+/// would give. Sorting and encoding run on a blocking thread; memory holds one spill bucket,
+/// a batch and the row group being encoded.
+async fn write_vehicle_events_from(
+    lake: &Store,
+    day: NaiveDate,
+    rows: DayRows,
+) -> Result<(u64, u64)> {
+    let key = VEHICLE_EVENT.key(day);
+    let fail = parquet_error(&key);
+    let (spool, file) = parquet_spool(&key)?;
+    let properties = writer_properties(&VEHICLE_EVENT)?;
+    let task_key = key.clone();
+    let count = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let fail = parquet_error(&task_key);
+        let table = &VEHICLE_EVENT;
+        let schema = table.schema();
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties))
+            .map_err(|e| fail(e.to_string()))?;
+        let mut builders = new_builders(table);
+        let (mut in_batch, mut count) = (0, 0_u64);
+        rows.sorted(|r| {
+            for (b, c) in builders.iter_mut().zip(table.columns) {
+                let value = vehicle_value(&rows, r, c.name())
+                    .ok_or_else(|| fail(format!("no column {} in a spilled row", c.name())))?;
+                b.push(value)
+                    .map_err(|e| fail(format!("column {}: {e}", c.name())))?;
+            }
+            in_batch += 1;
+            if in_batch == BATCH_ROWS {
+                let batch = finish_batch(&schema, &mut builders).map_err(&fail)?;
+                writer.write(&batch).map_err(|e| fail(e.to_string()))?;
+                count += in_batch as u64;
+                in_batch = 0;
+            }
+            Ok(())
+        })?;
+        if in_batch > 0 {
+            let batch = finish_batch(&schema, &mut builders).map_err(&fail)?;
+            writer.write(&batch).map_err(|e| fail(e.to_string()))?;
+            count += in_batch as u64;
+        }
+        writer.close().map_err(|e| fail(e.to_string()))?;
+        Ok(count)
+    })
+    .await
+    .map_err(|e| fail(format!("the encoder thread: {e}")))??;
+    publish(lake, &key, &spool, count).await
+}
+
 /// Writes the curated zone for `day` from the warehouse: the day's two fact partitions and
 /// every distance partition whose rows changed. Run after the day's load committed; reads one
 /// consistent snapshot.
 pub async fn write_day(wh: &mut Warehouse, lake: &Store, day: NaiveDate) -> Result<CuratedReport> {
+    write_day_from(wh, lake, day, None).await
+}
+
+/// [`write_day`], with the day's vehicle events taken from the rows the load kept
+/// ([`crate::warehouse::DayLoad::commit_with_rows`]) instead of read back from the
+/// warehouse: the day is not read from PostgreSQL at all (its period events and the
+/// distances, a few rows, still are).
+pub async fn write_day_with_rows(
+    wh: &mut Warehouse,
+    lake: &Store,
+    day: NaiveDate,
+    rows: DayRows,
+) -> Result<CuratedReport> {
+    write_day_from(wh, lake, day, Some(rows)).await
+}
+
+async fn write_day_from(
+    wh: &mut Warehouse,
+    lake: &Store,
+    day: NaiveDate,
+    rows: Option<DayRows>,
+) -> Result<CuratedReport> {
     let mut report = CuratedReport::default();
+    let from_rows = rows.is_some();
+    if let Some(rows) = rows {
+        let (n, bytes) = write_vehicle_events_from(lake, day, rows).await?;
+        report.vehicle_events = n;
+        report.bytes += bytes;
+    }
     let tx = wh
         .client_mut()
         .build_transaction()
@@ -472,9 +620,11 @@ pub async fn write_day(wh: &mut Warehouse, lake: &Store, day: NaiveDate) -> Resu
         .await
         .map_err(db_error("starting the curated zone's snapshot"))?;
 
-    let (rows, bytes) = write_partition(&tx, lake, &VEHICLE_EVENT, day).await?;
-    report.vehicle_events = rows;
-    report.bytes += bytes;
+    if !from_rows {
+        let (rows, bytes) = write_partition(&tx, lake, &VEHICLE_EVENT, day).await?;
+        report.vehicle_events = rows;
+        report.bytes += bytes;
+    }
     let (rows, bytes) = write_partition(&tx, lake, &PERIOD_EVENT, day).await?;
     report.period_events = rows;
     report.bytes += bytes;

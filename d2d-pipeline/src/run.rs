@@ -23,8 +23,10 @@
 //!    are decompressed; refused lines and files go to a quarantine that spills to a temporary
 //!    file past a megabyte; with [`RunConfig::max_reject_ratio`], a day with a larger share of
 //!    refused lines fails here, before anything is committed;
-//! 5. **merges** (`CALL dwh.merge_day`) and commits: one transaction from the first COPY to
-//!    the commit, so a failure leaves the warehouse as it was;
+//! 5. **merges** (`CALL dwh.merge_day`), computes the distances of the (period, vehicle) pairs
+//!    the day changes with `d2d_model::distance` (from the fixes spilled while parsing and the
+//!    neighbouring days' fixes; the day is not read back), and commits: one transaction from
+//!    the first COPY to the commit, so a failure leaves the warehouse as it was;
 //! 6. writes the day's refused lines to `quarantine/dt=D/rejects.ndjson` (replacing any
 //!    earlier file) — after the commit, so it never describes a load that did not happen;
 //! 7. writes the day's **curated** Parquet files (`curated/…`, see [`crate::curated`]) from
@@ -71,8 +73,8 @@ use crate::error::{Error, Result};
 use crate::lake::{self, ArchiveAction, ArchivedFile, DayLayout, LakeOptions, Quarantine};
 use crate::store::{CopyMethod, Store, StoreOptions};
 use crate::warehouse::{
-    DatabaseUrl, DayLoad, LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart,
-    RunStatus, Warehouse,
+    DatabaseUrl, DayLoad, DayRows, LoadOptions, ManifestEntry, PhaseTimes, RunCounts, RunId,
+    RunStart, RunStatus, Warehouse,
 };
 use phase_log::PhaseLog;
 
@@ -629,6 +631,8 @@ struct Loaded {
     /// The files this run archived from landing (the ones `--move` may delete).
     archived_now: Vec<ArchivedFile>,
     quarantine: Quarantine,
+    /// The day's vehicle rows as committed, for the curated zone (taken by it).
+    rows: Option<DayRows>,
 }
 
 /// Everything up to and including the commit, phase by phase.
@@ -670,13 +674,14 @@ async fn steps(
     report.refused = refused;
     report.refused.extend(unreadable);
     check_reject_ratio(config, load.lines(), load.rejects())?;
-    merge(load, progress, events).await?;
+    let rows = merge(load, progress, events).await?;
     Ok(Loaded {
         report,
         lake,
         landing,
         archived_now,
         quarantine,
+        rows: Some(rows),
     })
 }
 
@@ -961,14 +966,15 @@ fn check_reject_ratio(config: &RunConfig, lines: u64, rejects: u64) -> Result<()
     Ok(())
 }
 
-/// Copies what staging still lacks, merges the day and commits.
+/// Copies what staging still lacks, merges the day and commits; returns the day's rows as
+/// committed.
 async fn merge(
     load: DayLoad<'_>,
     progress: &mut Progress,
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
-) -> Result<()> {
+) -> Result<DayRows> {
     let t = begin(progress, events, Phase::Merge, 0, 0).await;
-    let loaded = load.commit().await?;
+    let (loaded, rows) = load.commit_with_rows().await?;
     end(events, Phase::Merge, t);
     tracing::info!(
         ms = loaded.distances.as_millis() as u64,
@@ -982,7 +988,7 @@ async fn merge(
     progress.counts.duplicates = loaded.duplicates;
     progress.counts.rejects = loaded.rejects;
     progress.counts.rows = loaded.rows;
-    Ok(())
+    Ok(rows)
 }
 
 /// The steps after the commit: the quarantine file, then `--move`'s deletions. A failure here
@@ -1001,7 +1007,11 @@ async fn after_commit(
 
     let t = begin(progress, events, Phase::Curate, 0, 0).await;
     let day = loaded.report.day;
-    loaded.report.curated = Some(curated::write_day(wh, &loaded.lake, day).await?);
+    let curated = match loaded.rows.take() {
+        Some(rows) => curated::write_day_with_rows(wh, &loaded.lake, day, rows).await?,
+        None => curated::write_day(wh, &loaded.lake, day).await?,
+    };
+    loaded.report.curated = Some(curated);
     progress.phases.curate = end(events, Phase::Curate, t);
 
     if let (true, Some(landing)) = (config.move_landing, &loaded.landing) {

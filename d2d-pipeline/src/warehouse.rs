@@ -7,8 +7,12 @@
 //!
 //! A day is loaded in one transaction: binary COPY of each file's rows into staging, then
 //! `CALL dwh.merge_day(day, max_speed)`, which replaces the day's facts, refreshes the
-//! dimensions and distances they touch, replaces the day's rejects and empties staging. A
-//! failure anywhere leaves the warehouse as it was; loading a day again gives the same tables.
+//! dimensions they touch, names the (period, vehicle) pairs whose distance the day changes,
+//! replaces the day's rejects and empties staging; then the loader computes those distances
+//! with `d2d_model::distance` (the day's fixes from what it spilled while parsing, the other
+//! days' through the track index) and applies them. A failure anywhere leaves the warehouse as
+//! it was; loading a day again gives the same tables. [`Warehouse::refresh_distances`]
+//! recomputes every distance without loading a day.
 //!
 //! ```no_run
 //! # async fn run() -> d2d_pipeline::Result<()> {
@@ -34,6 +38,7 @@ mod distance;
 mod load;
 mod migrate;
 mod seen;
+mod spill;
 mod vehicle_day;
 
 use chrono::NaiveDate;
@@ -43,6 +48,8 @@ pub use audit::{AbandonedRun, ManifestEntry, PhaseTimes, RunCounts, RunId, RunSt
 pub use connect::{DatabaseUrl, SslMode};
 pub use load::{DayLoad, DayLoadReport, LoadOptions, RowsLoaded, SpooledDay, BATCH_ROWS};
 pub use migrate::{Migration, MigrationReport, MIGRATIONS};
+pub use spill::DayRows;
+pub(crate) use spill::SpilledRow;
 
 use crate::error::{Error, Result};
 

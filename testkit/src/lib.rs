@@ -327,6 +327,22 @@ pub async fn s3_buckets_with(
     landing
 }
 
+/// Runs the fleet generator (`examples/generate_fleet.rs`) with `--out out` and `args`;
+/// panics with its standard error when it fails.
+pub fn generate_fleet(out: &Path, args: &[&str]) {
+    let output = std::process::Command::new(example("generate_fleet"))
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("generate_fleet runs");
+    assert!(
+        output.status.success(),
+        "generate_fleet {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The example binary `name`, built next to the test binaries. A plain `cargo test` builds
 /// the examples; a targeted `cargo test --test X` does not, so a binary older than its source
 /// is refused rather than tested.

@@ -2,27 +2,22 @@
 //! ([`d2d_model::distance::window_distance`]): the one implementation the warehouse, the
 //! curated zone and the Python bindings share (migration 11 dropped the SQL one).
 //!
-//! While a day is staged, each `update` fix is also appended to a [`FixSpill`]: small
-//! fixed-size records in [`BUCKETS`] files on local disk, a vehicle's fixes all in one bucket.
-//! After the merge has named the (period, vehicle) pairs to recompute
-//! (`staging.distance_pair`), [`compute`] numbers them in bucket order, streams the other
-//! days' fixes of those pairs out of the warehouse in that order (one binary `COPY`, through
-//! the track index, the day being loaded skipped), reads one bucket at a time, and walks each
-//! pair's window. So the day is never read back from PostgreSQL, and memory holds one bucket
-//! (a 64th of the day's fixes) and one pair's fixes from other days.
+//! While a day is staged, its vehicle rows are spilled to local disk ([`super::spill`]), a
+//! vehicle's rows all in one of [`BUCKETS`] files. After the merge has named the (period,
+//! vehicle) pairs to recompute (`staging.distance_pair`), [`compute`] numbers them in bucket
+//! order, streams the other days' fixes of those pairs out of the warehouse in that order (one
+//! binary `COPY`, through the track index, the day being loaded skipped), reads one bucket at a
+//! time, and walks each pair's window. So the day is never read back from PostgreSQL, and
+//! memory holds one bucket (a 64th of the day) and one pair's fixes from other days.
 //!
 //! ```text
 //!  parse ──► staging COPY ──► merge_day ──► staging.distance_pair
 //!    │                                          │ numbered in bucket order
-//!    └──► FixSpill (64 buckets) ──┐             ▼
+//!    └──► DaySpill (64 buckets) ──┐             ▼
 //!                                 ├──► window_distance ──► staging.vehicle_period_distance
 //!   other days' fixes (COPY out) ─┘                         └──► dwh.apply_distances
 //! ```
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
 use std::pin::pin;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -36,16 +31,8 @@ use tokio_postgres::Transaction;
 
 use super::db_error;
 use super::load::{copy_in, staged_row};
+use super::spill::{pg_micros, DaySpill, BUCKETS};
 use crate::error::{Error, Result};
-
-/// Spill files per load: a bucket holds about 1/64 of the day's fixes when it is read back.
-pub(super) const BUCKETS: usize = 64;
-
-/// One spilled fix: vehicle slot (u32), time in microseconds (i64), lat and lng (f64 bits).
-const RECORD: usize = 4 + 8 + 8 + 8;
-
-/// Bytes buffered per bucket file before a write: 64 buckets × 64 KiB = 4 MiB in all.
-const BUCKET_BUFFER: usize = 64 * 1024;
 
 /// Distance rows buffered before a COPY sends them.
 const ROWS_PER_COPY: usize = 16_384;
@@ -85,188 +72,30 @@ staged_row! {
     }
 }
 
-/// Prefix of a spill's folder.
-const SPILL_PREFIX: &str = "d2d-fixes-";
-
-/// The file in a spill's folder that its load holds locked while it lives.
-const LOCK: &str = "lock";
-
-/// The `update` fixes of the day being staged, in bucket files on local disk (a temporary
-/// folder, removed when this is dropped; one left by a killed process is removed by the next
-/// spill created beside it).
-pub(super) struct FixSpill {
-    dir: tempfile::TempDir,
-    /// Locked while the spill lives: what tells a live spill from a killed process's.
-    _lock: File,
-    files: Vec<(PathBuf, BufWriter<File>)>,
-    /// Each vehicle's slot: the order it was first seen in. Its bucket is `slot % BUCKETS`.
-    slots: HashMap<String, u32>,
-}
-
-impl std::fmt::Debug for FixSpill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FixSpill")
-            .field("dir", &self.dir.path())
-            .field("vehicles", &self.slots.len())
-            .finish()
-    }
-}
-
-fn spill_io(path: &Path, op: &'static str, source: std::io::Error) -> Error {
-    Error::Io {
-        url: format!("fix spill {}", path.parent().unwrap_or(path).display()),
-        key: path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        op,
-        source,
-    }
-}
-
-/// A timestamp as PostgreSQL stores it: microseconds, truncated towards 2000-01-01 as
-/// `postgres-types` converts it, so spilled fixes and fixes read back are the same instants.
-fn pg_micros(at: DateTime<Utc>) -> i64 {
-    const Y2K_UNIX_MICROS: i64 = 946_684_800_000_000;
-    let y2k = DateTime::from_timestamp_micros(Y2K_UNIX_MICROS).unwrap_or_default();
-    (at - y2k)
-        .num_microseconds()
-        .map_or(at.timestamp_micros(), |m| m + Y2K_UNIX_MICROS)
-}
-
-impl FixSpill {
-    /// A new spill in a temporary folder under `parent`, after removing the spills there
-    /// that no live process holds (left by a killed run).
-    pub(super) fn create(parent: &Path, day: NaiveDate) -> Result<FixSpill> {
-        remove_dead_spills(parent);
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{SPILL_PREFIX}{day}-"))
-            .tempdir_in(parent)
-            .map_err(|e| spill_io(&parent.join("d2d-fixes-*"), "create", e))?;
-        let lock_path = dir.path().join(LOCK);
-        let lock = File::create(&lock_path).map_err(|e| spill_io(&lock_path, "create", e))?;
-        lock.try_lock()
-            .map_err(|e| spill_io(&lock_path, "lock", std::io::Error::other(e)))?;
-        let mut files = Vec::with_capacity(BUCKETS);
-        for b in 0..BUCKETS {
-            let path = dir.path().join(format!("bucket-{b:02}"));
-            let file = File::create(&path).map_err(|e| spill_io(&path, "create", e))?;
-            files.push((path, BufWriter::with_capacity(BUCKET_BUFFER, file)));
-        }
-        Ok(FixSpill {
-            dir,
-            _lock: lock,
-            files,
-            slots: HashMap::new(),
+/// The day's fixes of one bucket, sorted by vehicle slot, then in track order.
+fn bucket_fixes(spill: &DaySpill, bucket: usize) -> Result<Vec<SpilledFix>> {
+    let mut fixes: Vec<SpilledFix> = spill
+        .read_bucket(bucket)?
+        .into_iter()
+        .filter(|r| r.verb() == "update")
+        .filter_map(|r| {
+            let (lat, lng, micros) = r.location?;
+            Some(SpilledFix {
+                slot: r.slot,
+                micros,
+                lat,
+                lng,
+            })
         })
-    }
-
-    /// Appends one fix of `vehicle`. Writes reach the file a buffer at a time.
-    pub(super) fn add(
-        &mut self,
-        vehicle: &str,
-        at: DateTime<Utc>,
-        position: Position,
-    ) -> Result<()> {
-        let next = u32::try_from(self.slots.len()).map_err(|_| Error::Internal {
-            context: "more than 2^32 vehicles in one day".to_string(),
-        })?;
-        let slot = match self.slots.get(vehicle) {
-            Some(s) => *s,
-            None => {
-                self.slots.insert(vehicle.to_owned(), next);
-                next
-            }
-        };
-        let mut record = [0u8; RECORD];
-        record[..4].copy_from_slice(&slot.to_le_bytes());
-        record[4..12].copy_from_slice(&pg_micros(at).to_le_bytes());
-        record[12..20].copy_from_slice(&position.lat().to_bits().to_le_bytes());
-        record[20..].copy_from_slice(&position.lng().to_bits().to_le_bytes());
-        let (path, file) = &mut self.files[slot as usize % BUCKETS];
-        file.write_all(&record)
-            .map_err(|e| spill_io(path, "write", e))
-    }
-
-    /// Writes what is buffered: after this, the files hold every fix added.
-    pub(super) fn flush(&mut self) -> Result<()> {
-        for (path, file) in &mut self.files {
-            file.flush().map_err(|e| spill_io(path, "write", e))?;
-        }
-        Ok(())
-    }
-
-    /// The folder holding the spill.
-    #[cfg(test)]
-    fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Bytes of the spill on disk (after [`FixSpill::flush`]).
-    pub(super) fn bytes(&self) -> u64 {
-        self.files
-            .iter()
-            .filter_map(|(p, _)| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
-    }
-
-    /// One bucket's fixes, sorted by vehicle slot, then in track order.
-    fn read_bucket(&self, bucket: usize) -> Result<Vec<SpilledFix>> {
-        let path = &self.files[bucket].0;
-        let bytes = std::fs::read(path).map_err(|e| spill_io(path, "read", e))?;
-        let mut fixes = Vec::with_capacity(bytes.len() / RECORD);
-        for r in bytes.chunks_exact(RECORD) {
-            let word = |i: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&r[i..i + 8]);
-                u64::from_le_bytes(b)
-            };
-            let mut slot = [0u8; 4];
-            slot.copy_from_slice(&r[..4]);
-            fixes.push(SpilledFix {
-                slot: u32::from_le_bytes(slot),
-                micros: word(4) as i64,
-                lat: f64::from_bits(word(12)),
-                lng: f64::from_bits(word(20)),
-            });
-        }
-        fixes.sort_unstable_by(|a, b| {
-            a.slot
-                .cmp(&b.slot)
-                .then(a.micros.cmp(&b.micros))
-                .then(a.lat.total_cmp(&b.lat))
-                .then(a.lng.total_cmp(&b.lng))
-        });
-        Ok(fixes)
-    }
-}
-
-/// Removes the spill folders under `parent` whose lock nobody holds: their process is gone
-/// (a lock dies with its process, `SIGKILL` included). Best effort: a folder that cannot be
-/// read or removed stays, and costs only disk.
-fn remove_dead_spills(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(SPILL_PREFIX)
-        {
-            continue;
-        }
-        let dir = entry.path();
-        let dead = match File::open(dir.join(LOCK)) {
-            Ok(lock) => lock.try_lock().is_ok(),
-            // Killed between creating the folder and its lock.
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        if dead {
-            tracing::info!(dir = %dir.display(), "removing the fix spill of a run that died");
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
+        .collect();
+    fixes.sort_unstable_by(|a, b| {
+        a.slot
+            .cmp(&b.slot)
+            .then(a.micros.cmp(&b.micros))
+            .then(a.lat.total_cmp(&b.lat))
+            .then(a.lng.total_cmp(&b.lng))
+    });
+    Ok(fixes)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -291,7 +120,7 @@ fn location(at: DateTime<Utc>, lat: f64, lng: f64) -> Result<Location> {
 pub(super) async fn compute(
     tx: &Transaction<'_>,
     skip_day: Option<NaiveDate>,
-    spill: Option<&mut FixSpill>,
+    spill: Option<&mut DaySpill>,
     options: &DistanceOptions,
 ) -> Result<u64> {
     let context = match skip_day {
@@ -367,7 +196,7 @@ pub(super) async fn compute(
         if let (Some(s), Some(slot)) = (spill.as_deref(), pair.slot) {
             let b = slot as usize % BUCKETS;
             if bucket.as_ref().map(|(n, _)| *n) != Some(b) {
-                bucket = Some((b, s.read_bucket(b)?));
+                bucket = Some((b, bucket_fixes(s, b)?));
             }
             if let Some((_, spilled)) = &bucket {
                 let from = spilled.partition_point(|f| f.slot < slot);
@@ -421,7 +250,7 @@ pub(super) async fn compute(
 /// The pairs the merge (or refresh) staged, numbered in bucket order: a bucket is read once.
 async fn numbered_pairs(
     tx: &Transaction<'_>,
-    spill: Option<&FixSpill>,
+    spill: Option<&DaySpill>,
     context: &str,
 ) -> Result<Vec<OrderRow>> {
     let staged = tx
@@ -437,7 +266,7 @@ async fn numbered_pairs(
         pairs.push(OrderRow {
             pair_no: 0,
             operating_period_id: r.try_get(0).map_err(db_error(context))?,
-            slot: spill.and_then(|s| s.slots.get(&vehicle_id).copied()),
+            slot: spill.and_then(|s| s.slot(&vehicle_id)),
             vehicle_id,
             start_at: r.try_get(2).map_err(db_error(context))?,
             finish_at: r.try_get(3).map_err(db_error(context))?,
@@ -455,77 +284,4 @@ async fn numbered_pairs(
         p.pair_no = i64::try_from(no).unwrap_or(i64::MAX);
     }
     Ok(pairs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
-    }
-
-    #[test]
-    fn micros_truncate_as_postgres_stores_them() {
-        // After 2000 towards the past, before 2000 towards the future: towards 2000-01-01.
-        assert_eq!(
-            pg_micros(at("2019-06-01T00:00:00.0000019Z")),
-            at("2019-06-01T00:00:00.000001Z").timestamp_micros()
-        );
-        assert_eq!(
-            pg_micros(at("1999-12-31T23:59:59.0000019Z")),
-            at("1999-12-31T23:59:59.000002Z").timestamp_micros()
-        );
-        assert_eq!(
-            pg_micros(at("1969-07-20T20:17:40.5Z")),
-            at("1969-07-20T20:17:40.5Z").timestamp_micros()
-        );
-    }
-
-    #[test]
-    fn a_bucket_reads_back_sorted_by_vehicle_then_track_order() {
-        let parent = tempfile::tempdir().unwrap();
-        let day = NaiveDate::from_ymd_opt(2019, 6, 1).unwrap();
-        let mut spill = FixSpill::create(parent.path(), day).unwrap();
-        let p = |lat| Position::new(lat, 13.0).unwrap();
-        // Slots 0 and BUCKETS share bucket 0.
-        spill.add("a", at("2019-06-01T10:00:02Z"), p(1.0)).unwrap();
-        for i in 1..BUCKETS {
-            spill
-                .add(&format!("v{i}"), at("2019-06-01T10:00:00Z"), p(0.0))
-                .unwrap();
-        }
-        spill.add("b", at("2019-06-01T10:00:01Z"), p(2.0)).unwrap();
-        spill.add("a", at("2019-06-01T10:00:01Z"), p(3.0)).unwrap();
-        spill.add("a", at("2019-06-01T10:00:01Z"), p(-3.0)).unwrap();
-        spill.flush().unwrap();
-        assert_eq!(spill.bytes(), (BUCKETS as u64 + 3) * RECORD as u64);
-        let fixes = spill.read_bucket(0).unwrap();
-        let got: Vec<(u32, f64)> = fixes.iter().map(|f| (f.slot, f.lat)).collect();
-        assert_eq!(got, [(0, -3.0), (0, 3.0), (0, 1.0), (BUCKETS as u32, 2.0)]);
-        let dir = spill.dir().to_path_buf();
-        drop(spill);
-        assert!(!dir.exists(), "the spill is removed when dropped");
-    }
-
-    #[test]
-    fn a_spill_left_by_a_killed_run_goes_and_a_live_one_stays() {
-        let parent = tempfile::tempdir().unwrap();
-        let day = NaiveDate::from_ymd_opt(2019, 6, 1).unwrap();
-        let live = FixSpill::create(parent.path(), day).unwrap();
-        // What a SIGKILL leaves: the folder and its lock file, nobody holding the lock.
-        let dead = parent.path().join(format!("{SPILL_PREFIX}2019-05-31-x"));
-        std::fs::create_dir(&dead).unwrap();
-        std::fs::write(dead.join(LOCK), b"").unwrap();
-        std::fs::write(dead.join("bucket-00"), [0u8; RECORD]).unwrap();
-        let half = parent.path().join(format!("{SPILL_PREFIX}2019-05-30-y"));
-        std::fs::create_dir(&half).unwrap();
-        let other = parent.path().join("d2d-spool-2019-05-31-z");
-        std::fs::create_dir(&other).unwrap();
-
-        let next = FixSpill::create(parent.path(), day).unwrap();
-        assert!(!dead.exists() && !half.exists());
-        assert!(live.dir().exists() && next.dir().exists());
-        assert!(other.exists(), "only spills of fixes are swept");
-    }
 }

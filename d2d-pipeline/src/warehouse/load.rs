@@ -1,5 +1,10 @@
-//! Loading one landing day: binary COPY into staging, then `CALL dwh.merge_day`, in one
-//! transaction.
+//! Loading one landing day: binary COPY into staging, then `CALL dwh.merge_day`, then the
+//! distances of the pairs the merge named ([`super::distance`]), in one transaction.
+//!
+//! Each vehicle row is also spilled to local disk while the day is staged ([`super::spill`]:
+//! 50 bytes a row, in a temporary folder under the system's temporary directory, or beside
+//! the spool of a day staged ahead), so that neither the distances nor the curated zone read
+//! the day back from PostgreSQL.
 //!
 //! Rows are buffered per staging table and copied in batches of [`BATCH_ROWS`], so memory
 //! stays bounded however large the day is: the caller hands over one file's parse at a time.
@@ -37,8 +42,9 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Transaction;
 
 use super::db_error;
-use super::distance::{self, FixSpill};
+use super::distance;
 use super::seen::{micros, SeenFilter, UpdateKey};
+use super::spill::{DayRows, DaySpill, RowRef};
 use super::vehicle_day::{Position, Seen, VehicleDay};
 use crate::error::{Error, Result};
 use crate::lake::{raw_line, RefusedFile, REJECT_RAW_BYTES};
@@ -267,8 +273,8 @@ pub struct DayLoad<'a> {
     /// first position in landing order, and de-duplicated exactly.
     lifecycle: HashMap<LifecycleKey, (Position, VehicleRow)>,
     vehicle_days: HashMap<String, VehicleDay>,
-    /// The day's update fixes, for the distances computed after the merge.
-    fixes: FixSpill,
+    /// The day's vehicle rows, for the distances and the curated zone.
+    spill: DaySpill,
     report: DayLoadReport,
 }
 
@@ -294,11 +300,11 @@ impl<'a> DayLoad<'a> {
         tx.execute("CALL dwh.begin_day($1)", &[&day])
             .await
             .map_err(db_error(format!("prepare staging for landing day {day}")))?;
-        let fixes = FixSpill::create(&std::env::temp_dir(), day)?;
-        Ok(DayLoad::new(Sink::Copy(tx), day, options, fixes))
+        let spill = DaySpill::create(&std::env::temp_dir(), day)?;
+        Ok(DayLoad::new(Sink::Copy(tx), day, options, spill))
     }
 
-    fn new(sink: Sink<'a>, day: NaiveDate, options: LoadOptions, fixes: FixSpill) -> DayLoad<'a> {
+    fn new(sink: Sink<'a>, day: NaiveDate, options: LoadOptions, spill: DaySpill) -> DayLoad<'a> {
         DayLoad {
             sink,
             day,
@@ -311,7 +317,7 @@ impl<'a> DayLoad<'a> {
             seen_updates: SeenFilter::default(),
             lifecycle: HashMap::new(),
             vehicle_days: HashMap::new(),
-            fixes,
+            spill,
             report: DayLoadReport::default(),
         }
     }
@@ -325,7 +331,7 @@ impl<'a> DayLoad<'a> {
             Sink::Spool(Spool::create(dir, day)?),
             day,
             options,
-            FixSpill::create(dir, day)?,
+            DaySpill::create(dir, day)?,
         ))
     }
 
@@ -333,7 +339,7 @@ impl<'a> DayLoad<'a> {
     /// the spool and returns it with the day's counts.
     pub async fn finish_spool(mut self) -> Result<SpooledDay> {
         self.flush_all().await?;
-        self.fixes.flush()?;
+        self.spill.flush()?;
         let Sink::Spool(mut spool) = self.sink else {
             return Err(Error::Internal {
                 context: format!(
@@ -347,7 +353,7 @@ impl<'a> DayLoad<'a> {
             options: self.options,
             tables: spool.finish().await?,
             dir: spool.dir,
-            fixes: self.fixes,
+            spill: self.spill,
             report: self.report,
         })
     }
@@ -404,7 +410,7 @@ impl<'a> DayLoad<'a> {
             copy: started.elapsed(),
             ..spooled.report.clone()
         };
-        self.fixes = spooled.fixes;
+        self.spill = spooled.spill;
         Ok(())
     }
 
@@ -479,7 +485,6 @@ impl<'a> DayLoad<'a> {
                         self.stage_lifecycle(position, row);
                         continue;
                     };
-                    self.fixes.add(vehicle_id, l.at, l.position)?;
                     let candidate = self.seen_updates.insert(&UpdateKey {
                         vehicle_id,
                         organization_id: &row.organization_id,
@@ -502,10 +507,7 @@ impl<'a> DayLoad<'a> {
                         }
                     }
                     self.summarise(position, &row);
-                    self.vehicles.push(row);
-                    if self.vehicles.len() >= BATCH_ROWS {
-                        self.flush_vehicles().await?;
-                    }
+                    self.stage_vehicle(row).await?;
                 }
             }
         }
@@ -613,10 +615,7 @@ impl<'a> DayLoad<'a> {
     async fn flush_all(&mut self) -> Result<()> {
         for (position, row) in std::mem::take(&mut self.lifecycle).into_values() {
             self.summarise(position, &row);
-            self.vehicles.push(row);
-            if self.vehicles.len() >= BATCH_ROWS {
-                self.flush_vehicles().await?;
-            }
+            self.stage_vehicle(row).await?;
         }
         self.flush_vehicles().await?;
         self.flush_candidates().await?;
@@ -626,7 +625,14 @@ impl<'a> DayLoad<'a> {
     }
 
     /// Copies what is buffered, merges the day into dwh, empties staging and commits.
-    pub async fn commit(mut self) -> Result<DayLoadReport> {
+    pub async fn commit(self) -> Result<DayLoadReport> {
+        Ok(self.commit_with_rows().await?.0)
+    }
+
+    /// [`DayLoad::commit`], and the day's vehicle rows as the warehouse now holds them, from
+    /// the loader's spill: what [`crate::curated::write_day_with_rows`] writes the curated
+    /// zone from without reading the day back.
+    pub async fn commit_with_rows(mut self) -> Result<(DayLoadReport, DayRows)> {
         self.flush_all().await?;
         let Sink::Copy(tx) = self.sink else {
             return Err(Error::Internal {
@@ -666,20 +672,54 @@ impl<'a> DayLoad<'a> {
             .try_get::<_, Option<i64>>("distance_rows")
             .map_err(db_error(format!("merge landing day {}", self.day)))?
             .is_none();
+        let mut dropped = Vec::new();
         if staged_pairs {
+            let context = format!("reading the duplicates the merge of {} dropped", self.day);
+            for r in tx
+                .query("SELECT source_key, line FROM staging.dropped_event", &[])
+                .await
+                .map_err(db_error(context.as_str()))?
+            {
+                dropped.push((
+                    r.try_get(0).map_err(db_error(context.as_str()))?,
+                    r.try_get(1).map_err(db_error(context.as_str()))?,
+                ));
+            }
             let computing = Instant::now();
             let rule = DistanceOptions {
                 max_speed_mps: self.options.max_speed_mps,
             };
             self.report.rows.vehicle_period_distance =
-                distance::compute(&tx, Some(self.day), Some(&mut self.fixes), &rule).await?;
+                distance::compute(&tx, Some(self.day), Some(&mut self.spill), &rule).await?;
             self.report.distances = computing.elapsed();
         }
         tx.commit()
             .await
             .map_err(db_error(format!("commit landing day {}", self.day)))?;
         self.report.merge = started.elapsed();
-        Ok(self.report)
+        Ok((self.report, DayRows::new(self.spill, &dropped)))
+    }
+
+    /// Buffers a vehicle row for its COPY, and spills it.
+    async fn stage_vehicle(&mut self, row: VehicleRow) -> Result<()> {
+        self.spill.add(&RowRef {
+            source_key: &row.source_key,
+            source_time: row.source_time,
+            line: row.line,
+            event: row.event,
+            vehicle_id: &row.vehicle_id,
+            organization_id: &row.organization_id,
+            event_at: row.event_at,
+            location: match (row.lat, row.lng, row.location_at) {
+                (Some(lat), Some(lng), Some(at)) => Some((lat, lng, at)),
+                _ => None,
+            },
+        })?;
+        self.vehicles.push(row);
+        if self.vehicles.len() >= BATCH_ROWS {
+            self.flush_vehicles().await?;
+        }
+        Ok(())
     }
 
     async fn flush_vehicles(&mut self) -> Result<()> {
@@ -815,8 +855,8 @@ pub struct SpooledDay {
     options: LoadOptions,
     tables: Vec<SpooledTable>,
     dir: tempfile::TempDir,
-    /// The day's update fixes: a folder of their own beside `dir`.
-    fixes: FixSpill,
+    /// The day's vehicle rows: a folder of their own beside `dir`.
+    spill: DaySpill,
     report: DayLoadReport,
 }
 
@@ -838,7 +878,7 @@ impl SpooledDay {
             .filter_map(|t| std::fs::metadata(&t.path).ok())
             .map(|m| m.len())
             .sum::<u64>()
-            + self.fixes.bytes()
+            + self.spill.bytes()
     }
 
     /// Non-blank lines staged.
