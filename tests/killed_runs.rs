@@ -62,6 +62,8 @@ struct Site {
     db: TestDb,
     landing: TempDir,
     lake: TempDir,
+    /// The jobs' `TMPDIR`: where a load spills its rows.
+    tmp: TempDir,
 }
 
 impl Site {
@@ -70,6 +72,7 @@ impl Site {
             db: TestDb::create_tagged(tag).await,
             landing: TempDir::new(&format!("{tag}-landing")),
             lake: TempDir::new(&format!("{tag}-lake")),
+            tmp: TempDir::new(&format!("{tag}-tmp")),
         }
     }
 
@@ -81,8 +84,20 @@ impl Site {
             .env("DATABASE_URL", &self.db.url)
             .env("D2D_LANDING", self.landing.path())
             .env("D2D_LAKE", self.lake.path())
-            .env("D2D_OUTPUT", "json");
+            .env("D2D_OUTPUT", "json")
+            .env("TMPDIR", self.tmp.path());
         cmd
+    }
+
+    /// The row spills (`d2d-rows-*` folders) in the jobs' `TMPDIR`.
+    fn spills(&self) -> usize {
+        std::fs::read_dir(self.tmp.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("d2d-rows-")
+            })
+            .count()
     }
 
     /// Runs `daily_load` to its end; it must succeed.
@@ -257,9 +272,13 @@ async fn a_run_killed_in_any_phase_is_recorded_abandoned_and_a_rerun_repairs_all
         job.0.wait().unwrap();
         site.wait_until_dead(run).await;
         assert_eq!(site.run_row(run).await.0, "running", "{phase}");
+        // From the load to the curated zone the spill of rows exists: the kill left it.
+        let spilled = matches!(phase, "load" | "merge" | "quarantine" | "curate");
+        assert_eq!(site.spills(), usize::from(spilled), "{phase}: spills left");
 
-        // The next run, of another day, closes it.
+        // The next run, of another day, closes it (and removes what it left on disk).
         site.run(&["--date", "2019-06-02", "--allow-empty"]);
+        assert_eq!(site.spills(), 0, "{phase}: a killed run's spill is removed");
         let (status, died_in, was_committed, finished, error) = site.run_row(run).await;
         assert_eq!(status, "abandoned", "{phase}");
         assert_eq!(died_in.as_deref(), Some(phase));

@@ -463,6 +463,11 @@ async fn run_day_on(
     events: &(dyn Fn(&RunEvent<'_>) + Sync),
 ) -> Result<RunReport> {
     let started = Instant::now();
+    // What killed runs left on local disk goes first; live runs' spills are locked and stay.
+    crate::warehouse::remove_dead_spills(&std::env::temp_dir());
+    if let Some(dir) = &config.spool_dir {
+        crate::warehouse::remove_dead_spills(dir);
+    }
     let start = RunStart {
         day,
         from_lake: config.from_lake,

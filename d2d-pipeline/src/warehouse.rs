@@ -49,7 +49,7 @@ pub use connect::{DatabaseUrl, SslMode};
 pub use load::{DayLoad, DayLoadReport, LoadOptions, RowsLoaded, SpooledDay, BATCH_ROWS};
 pub use migrate::{Migration, MigrationReport, MIGRATIONS};
 pub use spill::DayRows;
-pub(crate) use spill::SpilledRow;
+pub(crate) use spill::{remove_dead_spills, SpilledRow};
 
 use crate::error::{Error, Result};
 

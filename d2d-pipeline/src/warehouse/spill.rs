@@ -441,8 +441,9 @@ fn next_record(reader: &mut BufReader<File>, path: &Path) -> Result<Option<Spill
 
 /// Removes the spill folders under `parent` whose lock nobody holds: their process is gone
 /// (a lock dies with its process, `SIGKILL` included). Best effort: a folder that cannot be
-/// read or removed stays, and costs only disk.
-fn remove_dead_spills(parent: &Path) {
+/// read or removed stays, and costs only disk. Run by every new spill, and by every run as
+/// it starts (a run of an empty day creates none).
+pub(crate) fn remove_dead_spills(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
