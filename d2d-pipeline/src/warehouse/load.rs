@@ -2,7 +2,7 @@
 //! distances of the pairs the merge named ([`super::distance`]), in one transaction.
 //!
 //! Each vehicle row is also spilled to local disk while the day is staged ([`super::spill`]:
-//! 50 bytes a row, in a temporary folder under the system's temporary directory, or beside
+//! 54 bytes a row, in a temporary folder under the system's temporary directory, or beside
 //! the spool of a day staged ahead), so that neither the distances nor the curated zone read
 //! the day back from PostgreSQL.
 //!

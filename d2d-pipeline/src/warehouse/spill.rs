@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 pub(super) const BUCKETS: usize = 64;
 
 /// One spilled row: slot u32, source u32, line i64, event u8, located u8, organisation u32,
-/// event_at i64, lat f64, lng f64, location_at i64 (little-endian; 50 bytes).
+/// event_at i64, lat f64, lng f64, location_at i64 (little-endian; 54 bytes).
 const RECORD: usize = 4 + 4 + 8 + 1 + 1 + 4 + 8 + 8 + 8 + 8;
 
 /// Bytes buffered per bucket file before a write: 64 buckets × 64 KiB = 4 MiB in all.
