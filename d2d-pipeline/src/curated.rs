@@ -611,14 +611,7 @@ async fn write_day_from(
         report.vehicle_events = n;
         report.bytes += bytes;
     }
-    let tx = wh
-        .client_mut()
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(db_error("starting the curated zone's snapshot"))?;
+    let tx = snapshot(wh).await?;
 
     if !from_rows {
         let (rows, bytes) = write_partition(&tx, lake, &VEHICLE_EVENT, day).await?;
@@ -636,18 +629,23 @@ async fn write_day_from(
     Ok(report)
 }
 
-/// Rewrites the distance partitions whose rows changed, from the warehouse: what a distance
-/// refresh ([`Warehouse::refresh_distances`]) leaves to do in the lake.
-pub async fn write_distances(wh: &mut Warehouse, lake: &Store) -> Result<CuratedReport> {
-    let mut report = CuratedReport::default();
-    let tx = wh
-        .client_mut()
+/// One read-only, repeatable-read transaction: everything the zone reads of the warehouse in
+/// one write comes from the same committed state.
+async fn snapshot(wh: &mut Warehouse) -> Result<Transaction<'_>> {
+    wh.client_mut()
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
-        .map_err(db_error("starting the curated zone's snapshot"))?;
+        .map_err(db_error("starting the curated zone's snapshot"))
+}
+
+/// Rewrites the distance partitions whose rows changed, from the warehouse: what a distance
+/// refresh ([`Warehouse::refresh_distances`]) leaves to do in the lake.
+pub async fn write_distances(wh: &mut Warehouse, lake: &Store) -> Result<CuratedReport> {
+    let mut report = CuratedReport::default();
+    let tx = snapshot(wh).await?;
     write_changed_distances(&tx, lake, &mut report).await?;
     tx.commit()
         .await

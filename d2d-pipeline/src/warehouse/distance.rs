@@ -120,7 +120,7 @@ fn location(at: DateTime<Utc>, lat: f64, lng: f64) -> Result<Location> {
 pub(super) async fn compute(
     tx: &Transaction<'_>,
     skip_day: Option<NaiveDate>,
-    spill: Option<&mut DaySpill>,
+    mut spill: Option<&mut DaySpill>,
     options: &DistanceOptions,
 ) -> Result<u64> {
     let context = match skip_day {
@@ -128,7 +128,6 @@ pub(super) async fn compute(
         None => "computing every distance (a refresh)".to_string(),
     };
     let context = context.as_str();
-    let mut spill = spill;
     if let Some(s) = spill.as_deref_mut() {
         s.flush()?;
     }

@@ -893,8 +893,14 @@ impl SpooledDay {
 }
 
 fn spool_io(path: &Path, op: &'static str, source: std::io::Error) -> Error {
+    local_io("spool", path, op, source)
+}
+
+/// An IO error on a file of a load's own on local disk (`what`: "spool", "row spill"), named
+/// by its folder and file name.
+pub(super) fn local_io(what: &str, path: &Path, op: &'static str, source: std::io::Error) -> Error {
     Error::Io {
-        url: format!("spool {}", path.parent().unwrap_or(path).display()),
+        url: format!("{what} {}", path.parent().unwrap_or(path).display()),
         key: path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),

@@ -163,14 +163,7 @@ impl std::fmt::Debug for DaySpill {
 }
 
 fn spill_io(path: &Path, op: &'static str, source: std::io::Error) -> Error {
-    Error::Io {
-        url: format!("row spill {}", path.parent().unwrap_or(path).display()),
-        key: path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        op,
-        source,
-    }
+    super::load::local_io("row spill", path, op, source)
 }
 
 /// A timestamp as PostgreSQL stores it: microseconds, truncated towards 2000-01-01 as
