@@ -47,8 +47,10 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{Parser, ValueEnum};
-use d2d::pipeline::alert::{AlertCommand, SnsAlert};
+use d2d::model::landing::parse_day;
+use d2d::pipeline::alert::{redact, AlertCommand, SnsAlert};
 use d2d::pipeline::lake::{DayLayout, LakeOptions};
+use d2d::pipeline::run::metrics::{emf_line, Outcome};
 use d2d::pipeline::run::{self, Phase, RunConfig, RunEvent, RunReport};
 use d2d::pipeline::store::StoreOptions;
 use d2d::pipeline::warehouse::{LoadOptions, Warehouse};
@@ -60,13 +62,13 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 struct Args {
     /// The landing day to load (YYYY-MM-DD): the date in the files' names. Without --date,
     /// --from or --to, the environment variable D2D_DATE gives it.
-    #[arg(long, conflicts_with_all = ["from", "to"])]
+    #[arg(long, conflicts_with_all = ["from", "to"], value_parser = parse_day)]
     date: Option<NaiveDate>,
     /// First day of a back-fill (with --to); days run in order, each as its own run.
-    #[arg(long, requires = "to")]
+    #[arg(long, requires = "to", value_parser = parse_day)]
     from: Option<NaiveDate>,
     /// Last day of a back-fill (inclusive).
-    #[arg(long, requires = "from")]
+    #[arg(long, requires = "from", value_parser = parse_day)]
     to: Option<NaiveDate>,
     /// Landing store: `s3://bucket/prefix`, `file:///dir` or a folder.
     #[arg(long, env = "D2D_LANDING", default_value = "testdata/landing")]
@@ -230,6 +232,18 @@ async fn run_main() -> ExitCode {
     };
     progress.clear();
     print_summary(&reports);
+    // One CloudWatch EMF line per day run, on stderr with the logs (see run::metrics).
+    let now = chrono::Utc::now();
+    for report in &reports {
+        eprintln!(
+            "{}",
+            emf_line("daily_load", &Outcome::Succeeded(report), now)
+        );
+    }
+    if let Err(e) = &result {
+        // A failure before any day ran is the first day's.
+        eprintln!("{}", emf_line("daily_load", &Outcome::failed(e, from), now));
+    }
     match result {
         Ok(()) => {
             if let Err(e) = print_bi_answer(&config.database_url).await {
@@ -246,7 +260,7 @@ async fn run_main() -> ExitCode {
                 d2d::pipeline::Error::Run { .. } | d2d::pipeline::Error::AfterCommit { .. }
             ) {
                 // run_day logs its own failures; one that happened before it could is logged here.
-                tracing::error!(error = %e, "run failed");
+                tracing::error!(error = %redact(&e.to_string(), &[]), "run failed");
             }
             // Redacted here too: stderr ends up in the same logs and mails as the alert.
             let alert = AlertCommand::new(args.alert_command.clone().unwrap_or_default())
@@ -291,6 +305,7 @@ async fn refresh_distances(config: &RunConfig) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
+            let e = redact(&e.to_string(), &[]);
             tracing::error!(error = %e, "distance refresh failed");
             eprintln!("daily_load: distance refresh failed: {e}");
             ExitCode::FAILURE
@@ -306,12 +321,9 @@ fn days(args: &Args) -> Result<(NaiveDate, NaiveDate), clap::Error> {
         (Some(day), _, _) => Ok((day, day)),
         (None, Some(from), Some(to)) => Ok((from, to)),
         _ => match std::env::var("D2D_DATE") {
-            Ok(text) => text.trim().parse().map(|d| (d, d)).map_err(|e| {
-                usage(
-                    ErrorKind::ValueValidation,
-                    format!("D2D_DATE={text:?} is not a date (YYYY-MM-DD): {e}"),
-                )
-            }),
+            Ok(text) => parse_day(text.trim())
+                .map(|d| (d, d))
+                .map_err(|e| usage(ErrorKind::ValueValidation, format!("D2D_DATE: {e}"))),
             Err(_) => Err(usage(
                 ErrorKind::MissingRequiredArgument,
                 "give --date D (or D2D_DATE), or --from D1 --to D2".into(),

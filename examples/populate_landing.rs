@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, env = "D2D_LANDING")]
     to: String,
     /// Upload only the landing files of this day (by the date in their names, YYYY-MM-DD).
-    #[arg(long, env = "D2D_POPULATE_DATE")]
+    #[arg(long, env = "D2D_POPULATE_DATE", value_parser = d2d::model::landing::parse_day)]
     date: Option<NaiveDate>,
     /// Create the bucket (or folder) first when it does not exist.
     #[arg(long, env = "D2D_CREATE_BUCKET")]

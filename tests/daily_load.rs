@@ -88,6 +88,19 @@ async fn setup_then_load_then_fail_with_an_alert() {
     assert!(logs
         .iter()
         .any(|l| l["fields"]["message"] == "run summary" && l["fields"]["files"] == 2));
+    // And one CloudWatch EMF line: the run's metrics.
+    let emf: Vec<&serde_json::Value> = logs.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert_eq!(emf.len(), 1, "{stderr}");
+    assert_eq!(emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "d2d");
+    assert_eq!(
+        (
+            &emf[0]["Job"],
+            &emf[0]["Succeeded"],
+            &emf[0]["Files"],
+            &emf[0]["Events"]
+        ),
+        (&"daily_load".into(), &1.into(), &2.into(), &3.into())
+    );
     assert!(lake
         .join("raw/dt=2019-06-01/data/resources/2019/06/01/15/17/2019-06-01-15-17-3-events.txt")
         .exists());
@@ -138,6 +151,21 @@ async fn setup_then_load_then_fail_with_an_alert() {
         "{f}"
     );
     assert!(f["phase"].is_string() && f["error"].is_string(), "{f}");
+    // Metrics for both days: day 1 succeeded, day 2 failed.
+    let emf: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with("{\"") && l.contains("\"_aws\""))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|l| serde_json::json!([l["Day"], l["Succeeded"], l["Failed"], l["RunId"]]))
+        .collect();
+    assert_eq!(
+        emf,
+        [
+            serde_json::json!(["2019-06-01", 1, 0, 3]),
+            serde_json::json!(["2019-06-02", 0, 1, 4])
+        ],
+        "{stderr}"
+    );
 
     // The same with day 2 listed and archived ahead (--days-parallel): day 1 is reported,
     // day 2's failure is logged once, in its turn, as run 6 in the archive phase.
@@ -545,4 +573,153 @@ async fn a_failing_day_alerts_by_sns() {
     assert!(!message.contains(&secret), "{message}");
     // The command alert got the same summary.
     assert_eq!(std::fs::read_to_string(&alert).unwrap().trim_end(), message);
+}
+
+#[tokio::test]
+async fn days_the_warehouse_cannot_name_are_refused_before_anything_runs() {
+    use d2d::pipeline::run::{no_events, run_day, run_days, RunConfig};
+    let db = TestDb::create_tagged("baddays").await;
+    let tmp_dir = TempDir::new("baddays");
+    let (landing, lake) = (tmp_dir.path().join("landing"), tmp_dir.path().join("lake"));
+    write_landing(&landing);
+    let envs = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("D2D_LANDING", landing.to_str().unwrap()),
+        ("D2D_LAKE", lake.to_str().unwrap()),
+    ];
+    let out = run("daily_load", &["--date", "2019-06-01"], &envs);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let before = wh.dwh_checksums().await.unwrap();
+
+    // A BC date once named 2019-06-01's partition and emptied it, reporting success.
+    for date in [
+        "-2018-06-01",
+        "+2019-06-01",
+        "12019-06-01",
+        "0000-06-01",
+        "2019-6-1",
+    ] {
+        let out = run(
+            "daily_load",
+            &[&format!("--date={date}"), "--allow-empty"],
+            &envs,
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--date={date}: {stderr}");
+        assert!(stderr.contains(date), "--date={date}: {stderr}");
+        let out = run(
+            "daily_load",
+            &[
+                "--from",
+                "2019-06-01",
+                &format!("--to={date}"),
+                "--allow-empty",
+            ],
+            &envs,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--to={date}: {}",
+            text(&out.stderr)
+        );
+    }
+    let mut with_date = envs.to_vec();
+    with_date.push(("D2D_DATE", "-2018-06-01"));
+    let out = run("daily_load", &["--allow-empty"], &with_date);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("D2D_DATE"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The library refuses such a day too, before it records a run.
+    let mut config = RunConfig::new(landing.to_str().unwrap(), lake.to_str().unwrap(), &db.url);
+    config.allow_empty = true;
+    let bc = chrono::NaiveDate::from_ymd_opt(-2018, 6, 1).unwrap();
+    let june_1 = chrono::NaiveDate::from_ymd_opt(2019, 6, 1).unwrap();
+    let far = chrono::NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap();
+    for result in [
+        run_day(&config, bc, &no_events).await.map(|_| ()),
+        run_days(&config, june_1, far, &no_events).await.map(|_| ()),
+    ] {
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains("outside the days d2d loads"), "{error}");
+    }
+    assert_eq!(wh.dwh_checksums().await.unwrap(), before);
+    let runs: i64 = wh
+        .client()
+        .query_one("SELECT count(*) FROM etl.load_run", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+}
+
+#[tokio::test]
+async fn credentials_put_in_urls_reach_no_output_log_or_audit_row() {
+    let db = TestDb::create_tagged("secrets").await;
+    let tmp_dir = TempDir::new("secrets");
+    let lake = tmp_dir.path().join("lake");
+    // A port nothing listens on: every S3 request is refused at once, and retried.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let planted = ["pw-endpoint-7f3a9c", "pw-landing-2b8c1d", "pw-lake-91d0e4"];
+    let endpoint = format!("http://d2d:{}@127.0.0.1:{port}", planted[0]);
+    let landing = format!("s3://d2d:{}@landing-bucket/data", planted[1]);
+    let file_lake = format!("file://d2d:{}@{}", planted[2], lake.display());
+    let mut outputs = Vec::new();
+    for (landing, lake) in [
+        ("s3://landing-bucket/data", lake.to_str().unwrap()),
+        (landing.as_str(), lake.to_str().unwrap()),
+        ("s3://landing-bucket/data", file_lake.as_str()),
+    ] {
+        let out = run(
+            "daily_load",
+            &["--date", "2019-06-01", "--s3-attempts", "2"],
+            &[
+                ("DATABASE_URL", db.url.as_str()),
+                ("D2D_LANDING", landing),
+                ("D2D_LAKE", lake),
+                ("D2D_S3_ENDPOINT", endpoint.as_str()),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        outputs.push(text(&out.stdout));
+        outputs.push(text(&out.stderr));
+    }
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let audit: Vec<String> = wh
+        .client()
+        .query("SELECT to_jsonb(r)::text FROM etl.load_run AS r", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Not vacuous: the first run was recorded and failed reaching S3, after retrying.
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.contains("\"failed\"") && r.contains("landing-bucket")),
+        "{audit:?}"
+    );
+    assert!(
+        outputs.iter().any(|o| o.contains("retrying S3 request")),
+        "{outputs:?}"
+    );
+    for secret in planted {
+        for place in outputs.iter().chain(&audit) {
+            assert!(!place.contains(secret), "{secret} leaked into: {place}");
+        }
+    }
 }

@@ -175,6 +175,84 @@ pub fn nested_day_prefix(date: NaiveDate) -> String {
     date.format("%Y/%m/%d/").to_string()
 }
 
+/// Why a landing day was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DayError {
+    /// The text is not a date written `YYYY-MM-DD` (four-digit year, no sign).
+    #[error("{text:?} is not a date written YYYY-MM-DD")]
+    Shape {
+        /// The text given.
+        text: String,
+    },
+    /// A real date, but outside the days d2d loads.
+    #[error("{day} is outside the days d2d loads ({first} to {last})", first = FIRST_DAY, last = LAST_DAY)]
+    OutOfRange {
+        /// The date given.
+        day: NaiveDate,
+    },
+}
+
+/// The first landing day d2d loads. Days are those of four-digit years of the common era, as
+/// landing names, the lake's `dt=` folders and the warehouse's day partitions write them: a
+/// BC date written the same way would name the AD day with the same digits.
+pub const FIRST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(1, 1, 1) {
+    Some(d) => d,
+    None => NaiveDate::MIN,
+};
+
+/// The last landing day d2d loads (see [`FIRST_DAY`]).
+pub const LAST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(d) => d,
+    None => NaiveDate::MAX,
+};
+
+/// `day`, if it is between [`FIRST_DAY`] and [`LAST_DAY`].
+///
+/// ```
+/// use d2d_model::landing::check_day;
+/// assert!(check_day("2019-06-01".parse().unwrap()).is_ok());
+/// assert!(check_day("-2018-06-01".parse().unwrap()).is_err()); // 2019 BC
+/// ```
+pub fn check_day(day: NaiveDate) -> Result<NaiveDate, DayError> {
+    if (FIRST_DAY..=LAST_DAY).contains(&day) {
+        Ok(day)
+    } else {
+        Err(DayError::OutOfRange { day })
+    }
+}
+
+/// Parses a landing day as the command line and events give it: exactly `YYYY-MM-DD`, a real
+/// date within [`check_day`]'s range. Stricter than `NaiveDate`'s `FromStr`, which also takes
+/// signed and five-digit years.
+///
+/// ```
+/// use d2d_model::landing::parse_day;
+/// assert_eq!(parse_day("2019-06-01").unwrap().to_string(), "2019-06-01");
+/// for bad in ["-2018-06-01", "+2019-06-01", "12019-06-01", "2019-6-1", "2019-02-30", "0000-06-01"] {
+///     assert!(parse_day(bad).is_err(), "{bad}");
+/// }
+/// ```
+pub fn parse_day(text: &str) -> Result<NaiveDate, DayError> {
+    let shape = || DayError::Shape {
+        text: text.to_owned(),
+    };
+    let b = text.as_bytes();
+    let well_formed = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !well_formed {
+        return Err(shape());
+    }
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| shape())?;
+    check_day(day)
+}
+
 /// Orders keys by the time in their names (numerically, so `15-17-9` before `15-17-10`), then
 /// by key; keys without a landing name sort last, by key.
 pub fn landing_order(a: &str, b: &str) -> Ordering {

@@ -23,6 +23,11 @@ pub enum TimestampError {
     /// A field is out of its calendar range (month 13, 30 February, hour 25, offset ±24:00...).
     #[error("is not a valid calendar date and time")]
     OutOfRange,
+    /// A valid instant, but not in years 0001–9999 once in UTC (`0001-01-01T00:00:00+14:00`
+    /// is in year 0): the warehouse, the lake and the feed's own format keep four-digit years
+    /// of the common era only.
+    #[error("is outside years 0001 to 9999 in UTC")]
+    BeyondYears,
 }
 
 /// Parses an RFC 3339 timestamp and converts it to UTC.
@@ -112,14 +117,24 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimestampError> {
         .and_then(|d| d.and_hms_nano_opt(hour, minute, second, nanos))
         .ok_or(TimestampError::OutOfRange)?;
     // `Z`, the feed's zone, needs no shift.
-    if offset_seconds == 0 {
-        return Ok(local.and_utc());
+    let utc = if offset_seconds == 0 {
+        local
+    } else {
+        local
+            .checked_sub_signed(TimeDelta::seconds(offset_seconds))
+            .ok_or(TimestampError::OutOfRange)?
+    };
+    let utc = utc.and_utc();
+    // In microseconds, as stored: a leap second at the very end of 9999 is in year 10000.
+    if !(FIRST_MICROS..END_MICROS).contains(&utc.timestamp_micros()) {
+        return Err(TimestampError::BeyondYears);
     }
-    let utc = local
-        .checked_sub_signed(TimeDelta::seconds(offset_seconds))
-        .ok_or(TimestampError::OutOfRange)?;
-    Ok(utc.and_utc())
+    Ok(utc)
 }
+
+/// `0001-01-01T00:00:00Z` and `10000-01-01T00:00:00Z` in microseconds since the Unix epoch.
+const FIRST_MICROS: i64 = -62_135_596_800_000_000;
+const END_MICROS: i64 = 253_402_300_800_000_000;
 
 fn looks_like_date(b: &[u8]) -> bool {
     b.len() >= 10 && b[4] == b'-' && b[7] == b'-'
@@ -145,6 +160,40 @@ pub fn format_timestamp(t: &DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn keeps_years_0001_to_9999_in_utc_only() {
+        let first = NaiveDate::from_ymd_opt(1, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        assert_eq!(first.and_utc().timestamp_micros(), FIRST_MICROS);
+        let end = NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        assert_eq!(end.and_utc().timestamp_micros(), END_MICROS);
+        for (text, ok) in [
+            ("0001-01-01T00:00:00Z", true),
+            ("0000-12-31T23:00:00-01:00", true),
+            ("9999-12-31T23:59:59.999999999Z", true),
+            ("9999-12-31T23:59:59+00:01", true),
+            ("0001-01-01T00:00:00+14:00", false),
+            ("0000-12-31T23:59:59Z", false),
+            ("9999-12-31T23:59:59-14:00", false),
+            ("9999-12-31T23:59:60Z", false),
+        ] {
+            let parsed = parse_timestamp(text);
+            if ok {
+                assert!(parsed.is_ok(), "{text}: {parsed:?}");
+            } else {
+                assert!(
+                    matches!(parsed, Err(TimestampError::BeyondYears)),
+                    "{text}: {parsed:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn accepts_the_feed_format() {

@@ -611,22 +611,92 @@ async fn write_day_from(
         report.vehicle_events = n;
         report.bytes += bytes;
     }
-    let tx = snapshot(wh).await?;
+    under_zone_lock(wh, async |wh| {
+        let tx = snapshot(wh).await?;
+        #[cfg(debug_assertions)]
+        test_gate(&tx, day).await?;
+        write_day_snapshot(&tx, lake, day, from_rows, &mut report).await?;
+        tx.commit()
+            .await
+            .map_err(db_error("closing the curated zone's snapshot"))
+    })
+    .await?;
+    Ok(report)
+}
 
+/// The partitions of `day` and the changed distances, from the snapshot `tx`; the day's
+/// vehicle events too unless `from_rows` (then the load's rows wrote them).
+async fn write_day_snapshot(
+    tx: &Transaction<'_>,
+    lake: &Store,
+    day: NaiveDate,
+    from_rows: bool,
+    report: &mut CuratedReport,
+) -> Result<()> {
     if !from_rows {
-        let (rows, bytes) = write_partition(&tx, lake, &VEHICLE_EVENT, day).await?;
+        let (rows, bytes) = write_partition(tx, lake, &VEHICLE_EVENT, day).await?;
         report.vehicle_events = rows;
         report.bytes += bytes;
     }
-    let (rows, bytes) = write_partition(&tx, lake, &PERIOD_EVENT, day).await?;
+    let (rows, bytes) = write_partition(tx, lake, &PERIOD_EVENT, day).await?;
     report.period_events = rows;
     report.bytes += bytes;
+    write_changed_distances(tx, lake, report).await
+}
 
-    write_changed_distances(&tx, lake, &mut report).await?;
-    tx.commit()
+/// Test-only, in debug builds (the tests that race two days' curate phases): with
+/// `D2D_TEST_CURATE_GATE=<day>:<path>` in the environment, the curate phase of landing day
+/// `<day>` fixes its snapshot, creates `<path>.waiting`, then waits until `<path>` exists.
+#[cfg(debug_assertions)]
+async fn test_gate(tx: &Transaction<'_>, day: NaiveDate) -> Result<()> {
+    let Ok(gate) = std::env::var("D2D_TEST_CURATE_GATE") else {
+        return Ok(());
+    };
+    let Some((gated, path)) = gate.split_once(':') else {
+        return Ok(());
+    };
+    if gated != day.to_string() {
+        return Ok(());
+    }
+    tx.execute("SELECT 1", &[])
         .await
-        .map_err(db_error("closing the curated zone's snapshot"))?;
-    Ok(report)
+        .map_err(db_error("fixing the curated zone's snapshot"))?;
+    let waiting = format!("{path}.waiting");
+    std::fs::write(&waiting, b"")
+        .map_err(|e| Error::Config(format!("D2D_TEST_CURATE_GATE: {waiting}: {e}")))?;
+    while !std::path::Path::new(path).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Key of the session-level advisory lock under which the curated zone reads its snapshot
+/// and writes from it.
+const ZONE_LOCK: i64 = 2_032_060_104;
+
+/// Runs `work` holding [`ZONE_LOCK`]. Taken before the snapshot (a repeatable-read snapshot
+/// is fixed by its first statement, so a lock taken inside it would be waited for with an
+/// old snapshot), it orders the writers: the one that writes last read last, after every
+/// load committed before it started. Without it, a slow run of day 1 wrote its older
+/// distances over those of a day 2 that committed and curated in the meantime. PostgreSQL
+/// releases the lock if the process dies.
+async fn under_zone_lock<T>(
+    wh: &mut Warehouse,
+    work: impl AsyncFnOnce(&mut Warehouse) -> Result<T>,
+) -> Result<T> {
+    wh.client()
+        .execute("SELECT pg_advisory_lock($1)", &[&ZONE_LOCK])
+        .await
+        .map_err(db_error("waiting for the curated zone's lock"))?;
+    let result = work(wh).await;
+    let unlocked = wh
+        .client()
+        .execute("SELECT pg_advisory_unlock($1)", &[&ZONE_LOCK])
+        .await
+        .map_err(db_error("releasing the curated zone's lock"));
+    let value = result?;
+    unlocked?;
+    Ok(value)
 }
 
 /// One read-only, repeatable-read transaction: everything the zone reads of the warehouse in
@@ -645,11 +715,14 @@ async fn snapshot(wh: &mut Warehouse) -> Result<Transaction<'_>> {
 /// refresh ([`Warehouse::refresh_distances`]) leaves to do in the lake.
 pub async fn write_distances(wh: &mut Warehouse, lake: &Store) -> Result<CuratedReport> {
     let mut report = CuratedReport::default();
-    let tx = snapshot(wh).await?;
-    write_changed_distances(&tx, lake, &mut report).await?;
-    tx.commit()
-        .await
-        .map_err(db_error("closing the curated zone's snapshot"))?;
+    under_zone_lock(wh, async |wh| {
+        let tx = snapshot(wh).await?;
+        write_changed_distances(&tx, lake, &mut report).await?;
+        tx.commit()
+            .await
+            .map_err(db_error("closing the curated zone's snapshot"))
+    })
+    .await?;
     Ok(report)
 }
 

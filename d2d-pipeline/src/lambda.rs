@@ -300,6 +300,12 @@ pub async fn handle_with(
         }
         Err(e) => Err(e),
     };
+    // One CloudWatch EMF line per invocation: Lambda's logs turn it into metrics.
+    let outcome = match &result {
+        Ok(report) => run::metrics::Outcome::Succeeded(report),
+        Err(error) => run::metrics::Outcome::failed(error, day),
+    };
+    println!("{}", run::metrics::emf_line("lambda", &outcome, Utc::now()));
     match result {
         Ok(report) => {
             let summary = Summary::from(&report);

@@ -60,6 +60,7 @@
 //! per day in flight), which its turn streams into COPY unparsed (`run/backfill.rs`).
 
 mod backfill;
+pub mod metrics;
 mod phase_log;
 mod stream;
 
@@ -428,6 +429,7 @@ async fn connect(config: &RunConfig, day: NaiveDate) -> Result<Warehouse> {
     };
     let result = async {
         config.check()?;
+        d2d_model::landing::check_day(day).map_err(|e| Error::Config(e.to_string()))?;
         let mut wh = Warehouse::connect_with(&config.warehouse_url()?).await?;
         // A database without the schema (or behind this build) is brought up to date; one
         // that is current is only read, so a loader role without DDL rights can run the job.
@@ -472,8 +474,9 @@ async fn run_day_on(
         day,
         from_lake: config.from_lake,
         move_landing: config.move_landing,
-        landing: (!config.from_lake).then(|| config.landing.clone()),
-        lake: Some(config.lake.clone()),
+        // Recorded for good in etl.load_run: without credentials put in the URLs.
+        landing: (!config.from_lake).then(|| crate::alert::redact(&config.landing, &[])),
+        lake: Some(crate::alert::redact(&config.lake, &[])),
     };
     let setup = |source| Error::Run {
         day,
@@ -485,12 +488,13 @@ async fn run_day_on(
         .await
         .map_err(setup)?;
     let run = wh.start_run(&start).await.map_err(setup)?;
+    let key = wh.run_key(run).await.map_err(setup)?;
     tracing::info!(%day, run = run.0, from_lake = config.from_lake, "run started");
     events(&RunEvent::DayStarted { day, run });
     phase_log::pause_if_asked(run, Phase::Setup).await;
     let mut progress = Progress {
         phase: Phase::Setup,
-        log: PhaseLog::new(log, run),
+        log: PhaseLog::new(log, run, key),
         counts: RunCounts::default(),
         phases: PhaseTimes::default(),
     };
@@ -504,8 +508,9 @@ async fn run_day_on(
                 phase: progress.phase.doing(),
                 source: Box::new(source),
             };
-            // Every variant's message already carries its cause.
-            let text = error.to_string();
+            // Every variant's message already carries its cause; a URL in it loses its
+            // credentials before it is logged and recorded.
+            let text = crate::alert::redact(&error.to_string(), &[]);
             tracing::error!(%day, run = run.0, phase = %progress.phase, error = %text, "run failed");
             if let Err(e) = record(wh, config, run, RunStatus::Failed, &progress, Some(&text)).await
             {
@@ -524,7 +529,7 @@ async fn run_day_on(
     let text = after
         .as_ref()
         .err()
-        .map(|e| format!("{}: {e}", progress.phase.name()));
+        .map(|e| crate::alert::redact(&format!("{}: {e}", progress.phase.name()), &[]));
     let recorded = record(
         wh,
         config,
@@ -541,7 +546,8 @@ async fn run_day_on(
             phase,
             source: Box::new(source),
         };
-        tracing::error!(%day, run = run.0, phase, error = %error, "run committed its load, then failed");
+        let text = crate::alert::redact(&error.to_string(), &[]);
+        tracing::error!(%day, run = run.0, phase, error = %text, "run committed its load, then failed");
         error
     };
     if let Err(source) = after {

@@ -203,6 +203,23 @@ impl Store {
             if bucket.is_empty() {
                 return Err(Error::Config(format!("{shown}: S3 URL without a bucket")));
             }
+            if bucket.contains('@') {
+                return Err(Error::Config(format!(
+                    "{shown}: credentials do not belong in an S3 URL; they come from the AWS credential chain (AWS_ACCESS_KEY_ID, a profile, a role)"
+                )));
+            }
+            // S3's bucket naming rules, checked here so that a typo fails before any request.
+            let valid = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                })
+                && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+            if !valid {
+                return Err(Error::Config(format!(
+                    "{shown}: {bucket:?} is not an S3 bucket name (3 to 63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit)"
+                )));
+            }
             Backend::S3(S3Store::open(bucket, prefix, options).await?)
         } else if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
@@ -524,11 +541,27 @@ mod tests {
             .await
             .unwrap()
             .is_s3());
-        for bad in ["", "file://rel/x", "gs://bucket", "s3://", "s3:///prefix"] {
+        for bad in [
+            "",
+            "file://rel/x",
+            "gs://bucket",
+            "s3://",
+            "s3:///prefix",
+            "s3://Upper_Case/x",
+            "s3://ab/x",
+            "s3://-bucket/x",
+        ] {
             assert!(
                 matches!(Store::open_with(bad, &options).await, Err(Error::Config(_))),
                 "{bad:?}"
             );
+        }
+        // Credentials in the URL: refused, and not repeated in the message.
+        for bad in ["s3://key:s3cr3t-pw@bucket/x", "file://u:s3cr3t-pw@/tmp/x"] {
+            let Err(Error::Config(message)) = Store::open_with(bad, &options).await else {
+                panic!("{bad:?} was not refused");
+            };
+            assert!(!message.contains("s3cr3t-pw"), "{message}");
         }
     }
 }

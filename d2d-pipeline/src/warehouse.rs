@@ -44,7 +44,9 @@ mod vehicle_day;
 use chrono::NaiveDate;
 use tokio_postgres::{Client, NoTls};
 
-pub use audit::{AbandonedRun, ManifestEntry, PhaseTimes, RunCounts, RunId, RunStart, RunStatus};
+pub use audit::{
+    AbandonedRun, ManifestEntry, PhaseTimes, RunCounts, RunId, RunKey, RunStart, RunStatus,
+};
 pub use connect::{DatabaseUrl, SslMode};
 pub use load::{DayLoad, DayLoadReport, LoadOptions, RowsLoaded, SpooledDay, BATCH_ROWS};
 pub use migrate::{Migration, MigrationReport, MIGRATIONS};

@@ -310,6 +310,41 @@ async fn every_kind_of_bad_input_has_its_documented_outcome() {
             assert_eq!(v["raw_length"], HUGE as u64);
         }
     }
+
+    // The first and last instants kept reach the warehouse's distances and the curated zone
+    // (a year-0 start once broke every later run's curate phase); the day re-runs, and the
+    // next day loads.
+    let distances: Vec<(String, i64, f64)> = rows_of(
+        &wh,
+        "SELECT operating_period_id, fixes, metres FROM dwh.vehicle_period_distance
+          WHERE vehicle_id = 'yr' ORDER BY 1",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect();
+    assert_eq!(
+        distances,
+        [
+            ("op_first".to_owned(), 1, 0.0),
+            ("op_last".to_owned(), 1, 0.0)
+        ]
+    );
+    for day in ["0001-01-01", "9999-12-31"] {
+        let partition = lake
+            .path()
+            .join(format!("curated/vehicle_period_distance/start_day={day}"));
+        assert!(partition.is_dir(), "{} is missing", partition.display());
+    }
+    run_day(&config, june_1(), &no_events).await.unwrap();
+    std::fs::write(
+        landing.path().join("data/2019-06-02-10-0-0-events.txt"),
+        std::fs::read(corpus_dir().join("timestamp-offsets.txt")).unwrap(),
+    )
+    .unwrap();
+    run_day(&config, "2019-06-02".parse().unwrap(), &no_events)
+        .await
+        .unwrap();
 }
 
 /// A small day of `n` files with one valid update each.

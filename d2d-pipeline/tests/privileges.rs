@@ -315,6 +315,9 @@ async fn the_loader_may_not_write_outside_staging_nor_change_the_schema() {
         "CALL dwh.stage_all_distance_pairs()",
         // Staged by the merge, not by the loader.
         "INSERT INTO staging.distance_pair VALUES ('op', 'v', now(), now())",
+        // Written by the merge and the refresh only; the runs' keys are their own.
+        "INSERT INTO staging.distance_permit VALUES (pg_current_xact_id(), NULL)",
+        "SELECT * FROM etl.run_key",
     ] {
         wrong.extend(refused(&loader, sql, DENIED).await);
     }
@@ -339,13 +342,19 @@ async fn the_loader_changes_a_run_only_while_it_runs_and_only_its_own() {
     let loader = connect(&s.loader_url).await;
     let mut wrong = Vec::new();
     // Run 1 is closed (succeeded): it never changes again, nor gains files.
-    for sql in [
-        finish_sql(1, "failed"),
-        finish_sql(1, "succeeded"),
-        "SELECT etl.run_phase(1, 'load')".to_owned(),
-    ] {
+    for sql in [finish_sql(1, "failed"), finish_sql(1, "succeeded")] {
         wrong.extend(refused(&loader, &sql, NOT_RUNNING).await);
     }
+    // Its key is not the loader's to read, and no guess writes its phase.
+    wrong.extend(refused(&loader, "SELECT etl.run_key(1)", DENIED).await);
+    wrong.extend(
+        refused(
+            &loader,
+            "SELECT etl.run_phase(1, gen_random_uuid(), 'load')",
+            DENIED,
+        )
+        .await,
+    );
     wrong.extend(
         refused(
             &loader,
@@ -381,8 +390,33 @@ async fn the_loader_changes_a_run_only_while_it_runs_and_only_its_own() {
         .await,
     );
     // Another session can neither close it, nor add files to it, nor abandon it while it
-    // lives; it may record its phase (the run's second connection does).
+    // lives, nor read its key; with the key (the run's second connection has it) it may
+    // record a phase, and only a phase a run has.
+    let key: String = loader
+        .query_one("SELECT etl.run_key($1)::text", &[&run])
+        .await
+        .unwrap()
+        .get(0);
     let other = connect(&s.loader_url).await;
+    wrong.extend(refused(&other, &format!("SELECT etl.run_key({run})"), DENIED).await);
+    wrong.extend(
+        refused(
+            &other,
+            &format!("SELECT etl.run_phase({run}, gen_random_uuid(), 'list')"),
+            DENIED,
+        )
+        .await,
+    );
+    for phase in ["merge''); DROP TABLE x; --", "", "LOAD"] {
+        wrong.extend(
+            refused(
+                &other,
+                &format!("SELECT etl.run_phase({run}, '{key}', '{phase}')"),
+                &[SqlState::INVALID_PARAMETER_VALUE],
+            )
+            .await,
+        );
+    }
     wrong.extend(refused(&other, &finish_sql(run, "failed"), DENIED).await);
     wrong.extend(
         refused(
@@ -395,9 +429,15 @@ async fn the_loader_changes_a_run_only_while_it_runs_and_only_its_own() {
         .await,
     );
     other
-        .batch_execute(&format!("SELECT etl.run_phase({run}, 'list')"))
+        .batch_execute(&format!("SELECT etl.run_phase({run}, '{key}', 'list')"))
         .await
         .unwrap();
+    let phase: String = other
+        .query_one("SELECT phase FROM etl.load_run WHERE run_id = $1", &[&run])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phase, "list");
     let abandoned = other
         .query("SELECT run_id FROM etl.abandon_dead_runs()", &[])
         .await
@@ -412,6 +452,133 @@ async fn the_loader_changes_a_run_only_while_it_runs_and_only_its_own() {
         "not refused to the loader:\n{}",
         wrong.join("\n")
     );
+}
+
+#[tokio::test]
+async fn the_loader_touches_a_day_only_inside_a_run_of_that_day() {
+    let (s, config, _landing, _lake) = loaded().await;
+    let owner = connect(&s.owner_url).await;
+    let before = etl_and_dwh(&owner).await;
+    let loader = connect(&s.loader_url).await;
+    let mut wrong = Vec::new();
+    // No run at all: neither the start of a load, nor a merge, nor applying distances.
+    for sql in [
+        "BEGIN; CALL dwh.begin_day('2019-06-01'); CALL dwh.merge_day('2019-06-01', 0.001); COMMIT;",
+        "CALL dwh.merge_day('2019-06-01')",
+        "CALL dwh.apply_distances(NULL)",
+    ] {
+        wrong.extend(refused(&loader, sql, DENIED).await);
+        loader.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // A run of another day: not this day.
+    let run: i64 = loader
+        .query_one(
+            "SELECT etl.start_run('2030-01-01', false, false, NULL, NULL)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for sql in [
+        "BEGIN; CALL dwh.begin_day('2019-06-01'); COMMIT;",
+        "BEGIN; CALL dwh.merge_day('2019-06-01'); COMMIT;",
+    ] {
+        wrong.extend(refused(&loader, sql, DENIED).await);
+        loader.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // Its own day, but distances applied without the merge that asks for them.
+    wrong.extend(
+        refused(
+            &loader,
+            "BEGIN; CALL dwh.begin_day('2030-01-01'); CALL dwh.apply_distances(NULL); COMMIT;",
+            DENIED,
+        )
+        .await,
+    );
+    loader.batch_execute("ROLLBACK").await.unwrap();
+    loader
+        .batch_execute(&finish_sql(run, "failed"))
+        .await
+        .unwrap();
+    // Days the warehouse cannot name apart from real ones: refused to everyone.
+    for (client, sql) in [
+        (
+            &loader,
+            "SELECT etl.start_run('2019-06-01 BC', false, false, NULL, NULL)",
+        ),
+        (
+            &loader,
+            "SELECT etl.start_run('10000-01-01', false, false, NULL, NULL)",
+        ),
+        (
+            &owner,
+            "BEGIN; CALL dwh.begin_day('2019-06-01 BC'); COMMIT;",
+        ),
+        (
+            &owner,
+            "BEGIN; CALL dwh.merge_day('2019-06-01 BC'); COMMIT;",
+        ),
+    ] {
+        wrong.extend(refused(client, sql, &[SqlState::INVALID_PARAMETER_VALUE]).await);
+        client.batch_execute("ROLLBACK").await.unwrap();
+    }
+    assert!(
+        wrong.is_empty(),
+        "not refused to the loader:\n{}",
+        wrong.join("\n")
+    );
+    // Nothing of the warehouse changed but the failed run's own record.
+    assert_eq!(etl_and_dwh(&owner).await, before);
+    // And a refresh is on record.
+    let mut wh = Warehouse::connect(&config.database_url).await.unwrap();
+    let rows = wh
+        .refresh_distances(d2d_pipeline::warehouse::LoadOptions::default())
+        .await
+        .unwrap();
+    let recorded: (String, Option<i64>, bool) = owner
+        .query_one(
+            "SELECT role::text, rows, applied_at IS NOT NULL FROM etl.distance_refresh",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert!(recorded.0.starts_with("d2d_t_loader_"), "{recorded:?}");
+    assert_eq!((recorded.1, recorded.2), (Some(rows as i64), true));
+}
+
+/// Row counts and fingerprints of every dwh table, and the runs' records but for their times.
+async fn etl_and_dwh(owner: &Client) -> Vec<String> {
+    let mut state: Vec<String> = owner
+        .query(
+            "SELECT table_name, row_count, md5 FROM etl.dwh_checksums()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, String>(2)
+            )
+        })
+        .collect();
+    state.extend(
+        owner
+            .query(
+                "SELECT format('%s %s %s', run_id, landing_day, status) FROM etl.load_run
+                  WHERE status <> 'failed' ORDER BY run_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0)),
+    );
+    state
 }
 
 #[tokio::test]

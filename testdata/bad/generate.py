@@ -202,6 +202,22 @@ def main() -> None:
         "timestamp-offsets.txt",
         lines(update("offset", "10:00:00").replace("2019-06-01T10:00:00Z", "2019-06-01T12:00:00+02:00")),
     )
+    write(
+        "timestamp-years.txt",
+        lines(
+            period("op_y0", "10:00:00", "11:00:00").replace("2019-06-01T10:00:00Z", "0001-01-01T00:00:00+14:00"),
+            period("op_y10k", "10:00:00", "11:00:00").replace("2019-06-01T11:00:00Z", "9999-12-31T23:59:59-14:00"),
+            update("yr", "10:00:00").replace("2019-06-01T10:00:00Z", "0000-12-31T23:59:59Z"),
+            period("op_first", "10:00:00", "11:00:00")
+            .replace("2019-06-01T10:00:00Z", "0001-01-01T00:00:00Z")
+            .replace("2019-06-01T11:00:00Z", "0001-01-01T01:00:00Z"),
+            update("yr", "10:00:01").replace("2019-06-01T10:00:01Z", "0001-01-01T00:30:00Z"),
+            period("op_last", "10:00:00", "11:00:00")
+            .replace("2019-06-01T10:00:00Z", "9999-12-31T23:00:00Z")
+            .replace("2019-06-01T11:00:00Z", "9999-12-31T23:59:59.999999Z"),
+            update("yr", "10:00:02").replace("2019-06-01T10:00:02Z", "9999-12-31T23:59:59.999999Z"),
+        ),
+    )
     write("whitespace-padded.txt", lines("  \t" + update("pad", "10:00:00") + "   "))
     write("control-chars.txt", lines(update("ctl", "10:00:00").replace('"id":"ctl"', '"id":"c\tl"')))
     write("stray-copy.txt", lines(update("stray", "10:00:00")))

@@ -97,6 +97,10 @@ pub async fn run_backfill(
         )));
         return done;
     }
+    if let Err(e) = d2d_model::landing::check_day(to) {
+        done.error = Some(Error::Config(e.to_string()));
+        return done;
+    }
     let mut wh = match connect(config, from).await {
         Ok(wh) => wh,
         Err(e) => {

@@ -58,8 +58,9 @@ impl S3Store {
         let url = format!("s3://{bucket}/{prefix}");
         let max_attempts = options.s3_max_attempts.max(1);
         let sdk = sdk_config(options).await;
+        // Quoted by every message and retry line: never with credentials put in the URL.
         let endpoint = match &options.s3_endpoint {
-            Some(endpoint) => endpoint.clone(),
+            Some(endpoint) => crate::alert::redact(endpoint, &[]),
             None => format!(
                 "AWS S3 in {}",
                 sdk.region()
@@ -510,7 +511,7 @@ impl Intercept for RetryLog {
         tracing::warn!(
             endpoint = %self.endpoint,
             operation = cfg.load::<Metadata>().map_or("request", |m| m.name()),
-            request = %format!("{} {}", request.method(), request.uri()),
+            request = %crate::alert::redact(&format!("{} {}", request.method(), request.uri()), &[]),
             attempt,
             max_attempts = cfg.load::<RetryConfig>().map_or(0, |r| r.max_attempts()),
             cause = cfg.load::<LastFailure>().map_or("unknown", |f| f.0.as_str()),

@@ -30,6 +30,18 @@ impl std::fmt::Display for RunId {
     }
 }
 
+/// The secret that a run's phase writes show ([`Warehouse::record_phase`]): only the session
+/// that holds the run reads it ([`Warehouse::run_key`]), so no other session can rewrite the
+/// phase of a live run. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunKey(String);
+
+impl std::fmt::Debug for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunKey(<redacted>)")
+    }
+}
+
 /// What is known when a run starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunStart {
@@ -203,11 +215,26 @@ impl Warehouse {
             .collect())
     }
 
-    /// Records that a live, running run enters `phase`, committed at once. Any connection may
-    /// write it: the run's own is inside its load transaction while it loads and merges.
-    pub async fn record_phase(&self, run: RunId, phase: &str) -> Result<()> {
+    /// The key of `run`, which this connection must hold (the one [`Warehouse::start_run`]
+    /// was called on), for [`Warehouse::record_phase`] on another connection.
+    pub async fn run_key(&self, run: RunId) -> Result<RunKey> {
+        let row = self
+            .client
+            .query_one("SELECT etl.run_key($1)::text", &[&run.0])
+            .await
+            .map_err(db_error(format!("read the key of run {run}")))?;
+        Ok(RunKey(row.get(0)))
+    }
+
+    /// Records that a live, running run enters `phase` (a [`crate::run::Phase`] name),
+    /// committed at once. Any connection that shows the run's `key` may write it: the run's
+    /// own is inside its load transaction while it loads and merges.
+    pub async fn record_phase(&self, run: RunId, key: &RunKey, phase: &str) -> Result<()> {
         self.client
-            .execute("SELECT etl.run_phase($1, $2)", &[&run.0, &phase])
+            .execute(
+                "SELECT etl.run_phase($1, $2::text::uuid, $3)",
+                &[&run.0, &key.0, &phase],
+            )
             .await
             .map_err(db_error(format!("record phase {phase} of run {run}")))?;
         Ok(())

@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "one_distance",
         sql: include_str!("../../migrations/0011_one_distance.sql"),
     },
+    Migration {
+        version: 12,
+        name: "runs_own_their_days",
+        sql: include_str!("../../migrations/0012_runs_own_their_days.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migration runs within a database.
