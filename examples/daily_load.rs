@@ -30,7 +30,9 @@
 //! quarantine file, deleting landing files with `--move`) exits 3 and alerts too, but the run
 //! is recorded as `succeeded` with `error` = `quarantine: …` / `cleanup: …`: the load stands,
 //! and re-running the day finishes the work. In a back-fill, the reports of the days that
-//! succeeded are printed before the failure.
+//! succeeded are printed before the failure. SIGTERM or SIGINT stops the run in flight, which
+//! the job records `abandoned` in its phase, and exits 143 or 130. Each day run also writes
+//! one CloudWatch EMF line of metrics on stderr (`d2d::pipeline::run::metrics`).
 //!
 //! Waits are bounded: an S3 endpoint that never answers fails a request within 56.5 s with the
 //! defaults (`--s3-connect-timeout 3 --s3-read-timeout 8 --s3-attempts 5`), each retry logged
@@ -53,7 +55,7 @@ use d2d::pipeline::lake::{DayLayout, LakeOptions};
 use d2d::pipeline::run::metrics::{emf_line, Outcome};
 use d2d::pipeline::run::{self, Phase, RunConfig, RunEvent, RunReport};
 use d2d::pipeline::store::StoreOptions;
-use d2d::pipeline::warehouse::{LoadOptions, Warehouse};
+use d2d::pipeline::warehouse::{AbandonedRun, LoadOptions, RunId, Warehouse};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Load landing days of fleet events into the data lake and the PostgreSQL warehouse.
@@ -218,13 +220,31 @@ async fn run_main() -> ExitCode {
         return refresh_distances(&config).await;
     }
     let progress = Bars::new(bars);
-    let events = |e: &RunEvent<'_>| progress.on(e);
+    // The run in flight, for a graceful stop.
+    let current: Mutex<Option<(NaiveDate, RunId)>> = Mutex::new(None);
+    let events = |e: &RunEvent<'_>| {
+        if let RunEvent::DayStarted { day, run } = e {
+            if let Ok(mut current) = current.lock() {
+                *current = Some((*day, *run));
+            }
+        }
+        progress.on(e)
+    };
     let (from, to) = match days(&args) {
         Ok(days) => days,
         Err(e) => e.exit(),
     };
-    // A failing back-fill still reports the days it loaded.
-    let done = run::run_backfill(&config, from, to, &events).await;
+    // A failing back-fill still reports the days it loaded. A stop signal drops the run in
+    // flight: its connections close (rolling back what it had not committed) and its
+    // temporary files are removed as their owners are dropped.
+    let done = tokio::select! {
+        done = run::run_backfill(&config, from, to, &events) => done,
+        signal = stop_signal() => {
+            progress.clear();
+            let current = current.lock().ok().and_then(|mut c| c.take());
+            return stopped(&config, signal, current, from).await;
+        }
+    };
     let reports = done.reports;
     let result = match done.error {
         None => Ok(()),
@@ -287,6 +307,105 @@ async fn run_main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// Resolves on SIGTERM (what schedulers and container runtimes send first) or SIGINT
+/// (Ctrl-C), with the signal's name; never, if the handlers cannot be installed.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("could not install the SIGTERM and SIGINT handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// How long a stopped job waits for PostgreSQL to end its run's session, so that it can
+/// record the run itself; past it the next run of any day records it.
+const STOP_RECORD_WAIT: Duration = Duration::from_secs(30);
+
+/// After a stop signal: records the run that was in flight as `abandoned` in the phase it was
+/// in (once its session is gone), prints what happened, and exits 128 + the signal's number.
+async fn stopped(
+    config: &RunConfig,
+    signal: &str,
+    current: Option<(NaiveDate, RunId)>,
+    first_day: NaiveDate,
+) -> ExitCode {
+    let code = if signal == "SIGINT" { 130 } else { 143 };
+    let day = current.map_or(first_day, |(day, _)| day);
+    let Some((_, run)) = current else {
+        eprintln!("daily_load: stopped by {signal} before a run started");
+        return ExitCode::from(code);
+    };
+    let outcome = Outcome::Failed {
+        day,
+        run_id: Some(run.0),
+        doing: Some("stopped by a signal"),
+        committed: false,
+    };
+    eprintln!("{}", emf_line("daily_load", &outcome, chrono::Utc::now()));
+    match record_stopped(config, run).await {
+        Ok(Some(row)) => {
+            let phase = row.phase.as_deref().unwrap_or("unknown");
+            let load = if row.committed_at.is_some() {
+                "its load had committed and stands; re-run the day to finish the lake"
+            } else {
+                "nothing of it was committed"
+            };
+            tracing::warn!(signal, %day, run = run.0, phase, "stopped; the run is recorded abandoned");
+            eprintln!(
+                "daily_load: stopped by {signal}: run {run} of {day} recorded abandoned in phase {phase}; {load}"
+            );
+        }
+        Ok(None) => eprintln!("daily_load: stopped by {signal}; run {run} of {day} had ended"),
+        Err(e) => {
+            let e = redact(&e.to_string(), &[]);
+            tracing::error!(signal, run = run.0, error = %e, "stopped; could not record the run");
+            eprintln!(
+                "daily_load: stopped by {signal}; run {run} of {day} is recorded by the next run ({e})"
+            );
+        }
+    }
+    ExitCode::from(code)
+}
+
+/// Closes the stopped `run` as abandoned once PostgreSQL has ended its session (which the
+/// dropped connections asked for); `None` if it was no longer running.
+async fn record_stopped(
+    config: &RunConfig,
+    run: RunId,
+) -> Result<Option<AbandonedRun>, d2d::pipeline::Error> {
+    let wh = Warehouse::connect(&config.database_url).await?;
+    let deadline = tokio::time::Instant::now() + STOP_RECORD_WAIT;
+    loop {
+        if let Some(row) = wh
+            .abandon_dead_runs()
+            .await?
+            .into_iter()
+            .find(|r| r.run == run)
+        {
+            return Ok(Some(row));
+        }
+        if wh.run_status(run).await?.as_deref() != Some("running") {
+            return Ok(None);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(d2d::pipeline::Error::Timeout {
+                service: format!("run {run}'s session"),
+                operation: "end",
+                after: STOP_RECORD_WAIT,
+                hint: "PostgreSQL had not ended the stopped run's session yet",
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -276,9 +276,23 @@ async fn a_run_killed_in_any_phase_is_recorded_abandoned_and_a_rerun_repairs_all
         let spilled = matches!(phase, "load" | "merge" | "quarantine" | "curate");
         assert_eq!(site.spills(), usize::from(spilled), "{phase}: spills left");
 
+        // What a kill leaves of the other scratch kinds (a back-fill's spool, a curated
+        // file being encoded, the quarantine's overflow), held by nobody.
+        let spool = site.tmp.path().join("d2d-spool-2019-06-01-killed");
+        std::fs::create_dir_all(&spool).unwrap();
+        std::fs::write(spool.join("lock"), b"").unwrap();
+        for name in ["d2d-curated-killed.parquet", "d2d-quarantine-1-2-3.ndjson"] {
+            std::fs::write(site.tmp.path().join(name), b"left by a kill").unwrap();
+        }
+
         // The next run, of another day, closes it (and removes what it left on disk).
         site.run(&["--date", "2019-06-02", "--allow-empty"]);
         assert_eq!(site.spills(), 0, "{phase}: a killed run's spill is removed");
+        assert_eq!(
+            temporaries(site.tmp.path()),
+            Vec::<String>::new(),
+            "{phase}: a killed run's scratch is removed"
+        );
         let (status, died_in, was_committed, finished, error) = site.run_row(run).await;
         assert_eq!(status, "abandoned", "{phase}");
         assert_eq!(died_in.as_deref(), Some(phase));
@@ -324,4 +338,73 @@ async fn a_run_killed_in_any_phase_is_recorded_abandoned_and_a_rerun_repairs_all
             ("succeeded".to_owned(), 2 * PHASES.len() as i64)
         ]
     );
+}
+
+/// `d2d-*` temporaries left in `dir` (spills, spools, curated and quarantine files).
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("d2d-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn sigterm_in_any_phase_stops_the_run_records_it_and_leaves_no_debris() {
+    let clean = Site::new("term_clean").await;
+    write_landing(clean.landing.path());
+    clean.run(&["--date", "2019-06-01", "--move"]);
+    let expected = clean.outcome().await;
+
+    let site = Site::new("term").await;
+    for (phase, committed) in PHASES {
+        write_landing(site.landing.path());
+        let (mut job, run) = site.start_paused(phase);
+        let pid = job.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        // Generous: the job stops as soon as PostgreSQL has ended its sessions; this only
+        // bounds a job that ignores the signal.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = job.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{phase}: SIGTERM did not stop the job"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status.code(), Some(143), "{phase}");
+
+        // Recorded by the stopped job itself, not left to the next run.
+        let (status, stopped_in, was_committed, finished, _) = site.run_row(run).await;
+        assert_eq!(
+            (
+                status.as_str(),
+                stopped_in.as_deref(),
+                was_committed,
+                finished
+            ),
+            ("abandoned", Some(phase), committed, true),
+            "{phase}"
+        );
+        assert_eq!(
+            temporaries(site.tmp.path()),
+            Vec::<String>::new(),
+            "{phase}"
+        );
+        assert!(
+            !file_paths(site.lake.path()).iter().any(|p| p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("d2d-")),
+            "{phase}: a temporary file in the lake"
+        );
+
+        site.run(&["--date", "2019-06-01", "--move"]);
+        assert_eq!(site.outcome().await, expected, "after SIGTERM in {phase}");
+    }
 }

@@ -456,6 +456,7 @@ fn parquet_spool(key: &str) -> Result<(tempfile::NamedTempFile, std::fs::File)> 
         .suffix(".parquet")
         .tempfile()
         .map_err(|e| fail(format!("temporary file: {e}")))?;
+    crate::scratch::hold(spool.as_file()).map_err(|e| fail(format!("temporary file: {e}")))?;
     let file = spool
         .reopen()
         .map_err(|e| fail(format!("temporary file: {e}")))?;

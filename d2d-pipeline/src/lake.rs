@@ -947,6 +947,7 @@ impl Spool {
             .write(true)
             .create_new(true)
             .open(&path)?;
+        crate::scratch::hold(&file)?;
         Ok(Spool { path, file })
     }
 }

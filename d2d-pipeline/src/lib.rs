@@ -15,6 +15,7 @@ pub mod lake;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod run;
+mod scratch;
 pub mod store;
 pub mod warehouse;
 

@@ -466,9 +466,9 @@ async fn run_day_on(
 ) -> Result<RunReport> {
     let started = Instant::now();
     // What killed runs left on local disk goes first; live runs' spills are locked and stay.
-    crate::warehouse::remove_dead_spills(&std::env::temp_dir());
+    crate::scratch::remove_dead(&std::env::temp_dir());
     if let Some(dir) = &config.spool_dir {
-        crate::warehouse::remove_dead_spills(dir);
+        crate::scratch::remove_dead(dir);
     }
     let start = RunStart {
         day,
@@ -584,11 +584,45 @@ async fn record(
         return Ok(());
     };
     tracing::warn!(run = run.0, error = %first, "could not close the run record; reconnecting");
-    let fresh = Warehouse::connect_with(&config.warehouse_url()?).await?;
-    fresh.finish_run(run, status, counts, phases, text).await?;
-    *wh = fresh;
-    Ok(())
+    // A server that restarted refuses connections for a few seconds: try again for a while
+    // (about half a minute in all) before leaving the record to the next run.
+    let mut last = first;
+    for wait in RECORD_RETRY_WAITS {
+        tokio::time::sleep(wait).await;
+        let fresh = match Warehouse::connect_with(&config.warehouse_url()?).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        match fresh.finish_run(run, status, counts, phases, text).await {
+            Ok(()) => {
+                *wh = fresh;
+                return Ok(());
+            }
+            // The server answered and refused: trying again will not change its mind.
+            Err(e @ Error::Database { .. }) if server_refused(&e) => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
+
+/// Whether `e` is PostgreSQL's own answer (an SQLSTATE), not a lost connection.
+fn server_refused(e: &Error) -> bool {
+    matches!(e, Error::Database { source, .. } if source.as_db_error().is_some())
+}
+
+/// The waits before each new try at closing a run's record (see `record`).
+const RECORD_RETRY_WAITS: [Duration; 6] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+];
 
 async fn begin(
     progress: &mut Progress,

@@ -51,7 +51,7 @@ pub use connect::{DatabaseUrl, SslMode};
 pub use load::{DayLoad, DayLoadReport, LoadOptions, RowsLoaded, SpooledDay, BATCH_ROWS};
 pub use migrate::{Migration, MigrationReport, MIGRATIONS};
 pub use spill::DayRows;
-pub(crate) use spill::{remove_dead_spills, SpilledRow};
+pub(crate) use spill::SpilledRow;
 
 use crate::error::{Error, Result};
 
@@ -150,6 +150,13 @@ impl Warehouse {
                 after: limit,
                 hint: "connect_timeout in the database URL, or --db-connect-timeout",
             })??;
+        // A job that dies or is stopped mid-statement (a long merge) closes its socket; the
+        // server notices within a second instead of at the statement's end, so the run's
+        // session, its lock and its transaction end at once.
+        client
+            .batch_execute("SET client_connection_check_interval = '1s'")
+            .await
+            .map_err(db_error(format!("set up the session on {target}")))?;
         Ok(Self { client })
     }
 

@@ -215,6 +215,20 @@ impl Warehouse {
             .collect())
     }
 
+    /// The status of `run` in `etl.load_run` (`running`, `succeeded`, `failed`,
+    /// `abandoned`), or `None` if there is no such run.
+    pub async fn run_status(&self, run: RunId) -> Result<Option<String>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT status FROM etl.load_run WHERE run_id = $1",
+                &[&run.0],
+            )
+            .await
+            .map_err(db_error(format!("read the status of run {run}")))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// The key of `run`, which this connection must hold (the one [`Warehouse::start_run`]
     /// was called on), for [`Warehouse::record_phase`] on another connection.
     pub async fn run_key(&self, run: RunId) -> Result<RunKey> {

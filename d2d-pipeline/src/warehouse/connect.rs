@@ -90,7 +90,17 @@ impl DatabaseUrl {
     /// assert_eq!(url.ssl_mode, SslMode::VerifyFull);
     /// assert_eq!(url.config.get_dbname(), Some("d2d"));
     /// ```
+    ///
+    /// As libpq, a setting the URL leaves out comes from its environment variable when set:
+    /// `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`,
+    /// `PGCONNECT_TIMEOUT`, `PGAPPNAME` (so a password can stay out of the URL). Unlike
+    /// libpq, a URI that names a host without a port means port 5432, not `PGPORT`.
     pub fn parse(url: &str) -> Result<Self> {
+        Self::parse_with_env(url, |name| std::env::var(name).ok())
+    }
+
+    /// [`DatabaseUrl::parse`], with the libpq variables read through `env`.
+    pub fn parse_with_env(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut ssl_mode = None;
         let mut root_cert = None;
         let mut take = |key: &str, value: &str| -> Result<bool> {
@@ -131,6 +141,52 @@ impl DatabaseUrl {
         let mut config: tokio_postgres::Config = rest
             .parse()
             .map_err(|e| Error::Config(format!("database URL: {e}")))?;
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        if config.get_hosts().is_empty() {
+            if let Some(hosts) = env("PGHOST") {
+                for host in hosts.split(',') {
+                    config.host(host);
+                }
+            }
+        }
+        if config.get_ports().is_empty() {
+            if let Some(ports) = env("PGPORT") {
+                for port in ports.split(',') {
+                    let port = port.trim().parse().map_err(|_| {
+                        Error::Config(format!("PGPORT {port:?} is not a port number"))
+                    })?;
+                    config.port(port);
+                }
+            }
+        }
+        if let (None, Some(user)) = (config.get_user(), env("PGUSER")) {
+            config.user(&user);
+        }
+        if let (None, Some(password)) = (config.get_password(), env("PGPASSWORD")) {
+            config.password(password);
+        }
+        if let (None, Some(dbname)) = (config.get_dbname(), env("PGDATABASE")) {
+            config.dbname(&dbname);
+        }
+        if let (None, Some(seconds)) = (config.get_connect_timeout(), env("PGCONNECT_TIMEOUT")) {
+            let seconds: u64 = seconds.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "PGCONNECT_TIMEOUT {seconds:?} is not a number of seconds"
+                ))
+            })?;
+            config.connect_timeout(std::time::Duration::from_secs(seconds));
+        }
+        if let (None, Some(name)) = (config.get_application_name(), env("PGAPPNAME")) {
+            config.application_name(&name);
+        }
+        if ssl_mode.is_none() {
+            if let Some(mode) = env("PGSSLMODE") {
+                ssl_mode = Some(SslMode::parse(&mode)?);
+            }
+        }
+        if root_cert.is_none() {
+            root_cert = env("PGSSLROOTCERT").map(PathBuf::from);
+        }
         let ssl_mode = ssl_mode.unwrap_or_default();
         config.ssl_mode(match ssl_mode {
             SslMode::Disable => PgSslMode::Disable,
@@ -424,6 +480,62 @@ fn key_values(s: &str) -> Result<Vec<(String, String, String)>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libpq_variables_fill_what_the_url_leaves_out() {
+        let vars = |name: &str| {
+            Some(
+                match name {
+                    "PGHOST" => "db.example.com",
+                    "PGPORT" => "6543",
+                    "PGUSER" => "etl_job",
+                    "PGPASSWORD" => "from-env",
+                    "PGDATABASE" => "fleet",
+                    "PGSSLMODE" => "verify-full",
+                    "PGSSLROOTCERT" => "/etc/ca.pem",
+                    "PGCONNECT_TIMEOUT" => "7",
+                    "PGAPPNAME" => "d2d-nightly",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        };
+        let url = DatabaseUrl::parse_with_env("postgres://", vars).unwrap();
+        let c = &url.config;
+        assert_eq!(
+            c.get_hosts(),
+            [tokio_postgres::config::Host::Tcp("db.example.com".into())]
+        );
+        assert_eq!(c.get_ports(), [6543]);
+        assert_eq!(
+            (c.get_user(), c.get_password(), c.get_dbname()),
+            (Some("etl_job"), Some(&b"from-env"[..]), Some("fleet"))
+        );
+        assert_eq!(
+            c.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(7))
+        );
+        assert_eq!(c.get_application_name(), Some("d2d-nightly"));
+        assert_eq!(url.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(url.root_cert.as_deref(), Some(Path::new("/etc/ca.pem")));
+
+        // What the URL says wins.
+        let url = DatabaseUrl::parse_with_env(
+            "postgres://d2d:in-url@127.0.0.1:54329/d2d?sslmode=disable",
+            vars,
+        )
+        .unwrap();
+        let c = &url.config;
+        assert_eq!(c.get_ports(), [54329]);
+        assert_eq!(
+            (c.get_user(), c.get_password(), c.get_dbname()),
+            (Some("d2d"), Some(&b"in-url"[..]), Some("d2d"))
+        );
+        assert_eq!(url.ssl_mode, SslMode::Disable);
+
+        let bad = |name: &str| (name == "PGPORT").then(|| "http".to_owned());
+        assert!(DatabaseUrl::parse_with_env("postgres://", bad).is_err());
+    }
 
     #[test]
     fn absent_sslmode_means_plain() {

@@ -48,6 +48,7 @@ use super::spill::{DayRows, DaySpill, RowRef};
 use super::vehicle_day::{Position, Seen, VehicleDay};
 use crate::error::{Error, Result};
 use crate::lake::{raw_line, RefusedFile, REJECT_RAW_BYTES};
+use crate::scratch::ScratchDir;
 use crate::store::hex;
 
 /// Rows buffered per staging table before a COPY sends them.
@@ -825,7 +826,7 @@ const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 /// table, in the order its rows were staged.
 struct Spool {
     /// Removed (with the files) when dropped.
-    dir: tempfile::TempDir,
+    dir: ScratchDir,
     files: Vec<SpoolFile>,
 }
 
@@ -854,7 +855,7 @@ pub struct SpooledDay {
     day: NaiveDate,
     options: LoadOptions,
     tables: Vec<SpooledTable>,
-    dir: tempfile::TempDir,
+    dir: ScratchDir,
     /// The day's vehicle rows: a folder of their own beside `dir`.
     spill: DaySpill,
     report: DayLoadReport,
@@ -911,10 +912,8 @@ pub(super) fn local_io(what: &str, path: &Path, op: &'static str, source: std::i
 
 impl Spool {
     fn create(dir: &Path, day: NaiveDate) -> Result<Spool> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("d2d-spool-{day}-"))
-            .tempdir_in(dir)
-            .map_err(|e| spool_io(&dir.join("d2d-spool-*"), "create", e))?;
+        let dir = ScratchDir::create(dir, &format!("d2d-spool-{day}-"))
+            .map_err(|(path, e)| spool_io(&path, "create", e))?;
         Ok(Spool {
             dir,
             files: Vec::new(),

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::error::{Error, Result};
+use crate::scratch::ScratchDir;
 
 /// Spill files per load: a bucket holds about 1/64 of the day when it is read back.
 pub(super) const BUCKETS: usize = 64;
@@ -31,9 +32,6 @@ const BUCKET_BUFFER: usize = 64 * 1024;
 
 /// Prefix of a spill's folder.
 const SPILL_PREFIX: &str = "d2d-rows-";
-
-/// The file in a spill's folder that its load holds locked while it lives.
-const LOCK: &str = "lock";
 
 /// The vehicle verbs, by their code in a record.
 const VERBS: [&str; 3] = ["register", "update", "deregister"];
@@ -140,9 +138,8 @@ impl Names {
 
 /// The vehicle rows of the day being staged, in bucket files on local disk.
 pub(crate) struct DaySpill {
-    dir: tempfile::TempDir,
-    /// Locked while the spill lives: what tells a live spill from a killed process's.
-    _lock: File,
+    /// Held while the spill lives: what tells a live spill from a killed process's.
+    dir: ScratchDir,
     files: Vec<(PathBuf, BufWriter<File>)>,
     /// Vehicles by slot, in the order first seen; a vehicle's bucket is `slot % BUCKETS`.
     vehicles: Names,
@@ -192,15 +189,9 @@ impl DaySpill {
     /// A new spill in a temporary folder under `parent`, after removing the spills there
     /// that no live process holds (left by a killed run).
     pub(super) fn create(parent: &Path, day: NaiveDate) -> Result<DaySpill> {
-        remove_dead_spills(parent);
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{SPILL_PREFIX}{day}-"))
-            .tempdir_in(parent)
-            .map_err(|e| spill_io(&parent.join("d2d-rows-*"), "create", e))?;
-        let lock_path = dir.path().join(LOCK);
-        let lock = File::create(&lock_path).map_err(|e| spill_io(&lock_path, "create", e))?;
-        lock.try_lock()
-            .map_err(|e| spill_io(&lock_path, "lock", std::io::Error::other(e)))?;
+        crate::scratch::remove_dead(parent);
+        let dir = ScratchDir::create(parent, &format!("{SPILL_PREFIX}{day}-"))
+            .map_err(|(path, e)| spill_io(&path, "create", e))?;
         let mut files = Vec::with_capacity(BUCKETS);
         for b in 0..BUCKETS {
             let path = dir.path().join(format!("bucket-{b:02}"));
@@ -209,7 +200,6 @@ impl DaySpill {
         }
         Ok(DaySpill {
             dir,
-            _lock: lock,
             files,
             vehicles: Names::default(),
             sources: Names::default(),
@@ -432,35 +422,6 @@ fn next_record(reader: &mut BufReader<File>, path: &Path) -> Result<Option<Spill
     }
 }
 
-/// Removes the spill folders under `parent` whose lock nobody holds: their process is gone
-/// (a lock dies with its process, `SIGKILL` included). Best effort: a folder that cannot be
-/// read or removed stays, and costs only disk. Run by every new spill, and by every run as
-/// it starts (a run of an empty day creates none).
-pub(crate) fn remove_dead_spills(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(SPILL_PREFIX)
-        {
-            continue;
-        }
-        let dir = entry.path();
-        let dead = match File::open(dir.join(LOCK)) {
-            Ok(lock) => lock.try_lock().is_ok(),
-            // Killed between creating the folder and its lock.
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        if dead {
-            tracing::info!(dir = %dir.display(), "removing the row spill of a run that died");
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,23 +530,18 @@ mod tests {
     }
 
     #[test]
-    fn a_spill_left_by_a_killed_run_goes_and_a_live_one_stays() {
+    fn a_new_spill_sweeps_a_dead_one_and_is_removed_when_dropped() {
         let parent = tempfile::tempdir().unwrap();
         let live = DaySpill::create(parent.path(), day()).unwrap();
         // What a SIGKILL leaves: the folder and its lock file, nobody holding the lock.
         let dead = parent.path().join(format!("{SPILL_PREFIX}2019-05-31-x"));
         std::fs::create_dir(&dead).unwrap();
-        std::fs::write(dead.join(LOCK), b"").unwrap();
+        std::fs::write(dead.join(crate::scratch::LOCK), b"").unwrap();
         std::fs::write(dead.join("bucket-00"), [0u8; RECORD]).unwrap();
-        let half = parent.path().join(format!("{SPILL_PREFIX}2019-05-30-y"));
-        std::fs::create_dir(&half).unwrap();
-        let other = parent.path().join("d2d-spool-2019-05-31-z");
-        std::fs::create_dir(&other).unwrap();
 
         let next = DaySpill::create(parent.path(), day()).unwrap();
-        assert!(!dead.exists() && !half.exists());
+        assert!(!dead.exists());
         assert!(live.dir().exists() && next.dir().exists());
-        assert!(other.exists(), "only row spills are swept");
         let dir = next.dir().to_path_buf();
         drop(next);
         assert!(!dir.exists(), "the spill is removed when dropped");
