@@ -32,8 +32,10 @@ pub enum TimestampError {
 
 /// Parses an RFC 3339 timestamp and converts it to UTC.
 ///
-/// Accepts `T`, `t` or a space between date and time, any number of fractional digits
-/// (nanosecond precision is kept, further digits are truncated), and `Z`, `z` or `±HH:MM`.
+/// Accepts `T`, `t` or a space between date and time, any number of fractional digits, and
+/// `Z`, `z` or `±HH:MM`. Instants are kept to the microsecond, as the warehouse and the lake
+/// store them: further digits are truncated (towards the past, before 1970 and 2000 alike), so
+/// the model, PostgreSQL and Parquet hold the same instant and tell the same events apart.
 ///
 /// ```
 /// use d2d_model::time::parse_timestamp;
@@ -107,6 +109,7 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimestampError> {
         return Err(TimestampError::Shape);
     }
 
+    let nanos = nanos - nanos % 1_000;
     // RFC 3339 allows a leap second (:60); chrono represents it as 59 s + 1e9 ns.
     let (second, nanos) = if second == 60 {
         (59, nanos + 1_000_000_000)
@@ -218,9 +221,25 @@ mod tests {
     }
 
     #[test]
-    fn keeps_nanoseconds_and_truncates_beyond() {
+    fn keeps_microseconds_and_truncates_beyond_alike_before_and_after_1970() {
         let t = parse_timestamp("2019-06-01T18:17:10.123456789123Z").unwrap();
-        assert_eq!(t.timestamp_subsec_nanos(), 123_456_789);
+        assert_eq!(t.timestamp_subsec_nanos(), 123_456_000);
+        // Before 1970 (and 2000) too: towards the past, as Parquet's microseconds count.
+        for (text, micros) in [
+            ("1969-12-31T23:59:59.9999999Z", -1),
+            ("1999-12-31T23:59:59.0000019Z", 946_684_799_000_001),
+            ("1960-01-01T00:00:00.0000001+01:00", -315_622_800_000_000),
+        ] {
+            assert_eq!(
+                parse_timestamp(text).unwrap().timestamp_micros(),
+                micros,
+                "{text}"
+            );
+            assert_eq!(
+                parse_timestamp(text).unwrap().timestamp_subsec_nanos() % 1_000,
+                0
+            );
+        }
     }
 
     #[test]

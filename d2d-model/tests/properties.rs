@@ -72,21 +72,21 @@ fn position() -> impl Strategy<Value = Position> {
         .prop_map(|(lat, lng)| Position::new(lat, lng).expect("coordinates are in range"))
 }
 
-/// A UTC instant in [1970, 2100) with arbitrary nanoseconds; sometimes a whole second or
-/// millisecond (the feed's precision), sometimes a leap second (`:60`).
+/// A UTC instant in [1970, 2100) with arbitrary microseconds (the model's precision);
+/// sometimes a whole second or millisecond (the feed's precision), sometimes a leap second
+/// (`:60`).
 fn timestamp() -> BoxedStrategy<DateTime<Utc>> {
     let nanos = prop_oneof![
-        3 => 0u32..1_000_000_000,
+        3 => (0u32..1_000_000).prop_map(|us| us * 1_000),
         1 => Just(0u32),
         1 => (0u32..1000).prop_map(|ms| ms * 1_000_000),
-        1 => (0u32..1_000_000).prop_map(|us| us * 1_000),
     ];
-    let leap = (0i64..END_SECS / 60, 0u32..1_000_000_000)
-        .prop_map(|(minute, n)| (minute * 60 + 59, 1_000_000_000 + n));
+    let leap = (0i64..END_SECS / 60, 0u32..1_000_000)
+        .prop_map(|(minute, us)| (minute * 60 + 59, 1_000_000_000 + us * 1_000));
     prop_oneof![
         8 => (0i64..END_SECS, nanos),
         1 => Just((0i64, 0u32)),
-        1 => Just((END_SECS - 1, 999_999_999u32)),
+        1 => Just((END_SECS - 1, 999_999_000u32)),
         1 => leap,
     ]
     .prop_map(|(s, n)| DateTime::from_timestamp(s, n).expect("in chrono's range"))
@@ -561,6 +561,20 @@ fn agrees_with_serde(line: &[u8]) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Instants are kept to the microsecond, truncated towards the past, in every year the
+    /// model keeps (what Parquet's microseconds count; PostgreSQL then stores them exactly).
+    #[test]
+    fn timestamps_keep_the_microsecond_towards_the_past(
+        secs in -62_135_596_800i64..253_402_300_800,
+        nanos in 0u32..1_000_000_000,
+    ) {
+        let t = DateTime::from_timestamp(secs, nanos).unwrap();
+        let text = t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let parsed = d2d_model::time::parse_timestamp(&text).unwrap();
+        prop_assert_eq!(parsed.timestamp_micros(), t.timestamp_micros(), "{}", text);
+        prop_assert_eq!(parsed.timestamp_subsec_nanos() % 1_000, 0);
+    }
 
     /// (a) Any event serialises to a line that both parsers read back as the same event.
     #[test]

@@ -288,3 +288,78 @@ async fn an_s3_lake_gets_the_same_curated_files() {
     let (dwh_avg, lake_avg) = averages(&wh, &lake).await;
     assert_close(&dwh_avg, &lake_avg);
 }
+
+#[tokio::test]
+async fn sub_microsecond_instants_are_one_instant_in_the_model_the_warehouse_and_the_lake() {
+    // Before 1970, before 2000 and after: truncated towards the past everywhere (PostgreSQL's
+    // driver once rounded times before 2000 towards it, Parquet's microseconds did not).
+    let texts = [
+        "1969-12-31T23:59:59.9999999Z",
+        "1999-12-31T23:59:59.0000019Z",
+        "2019-06-01T18:17:10.1234567Z",
+    ];
+    let landing = TempDir::new("subus-landing");
+    let data = landing.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            format!(
+                r#"{{"event":"update","on":"vehicle","at":"{t}","data":{{"id":"v1","location":{{"lat":52.5,"lng":13.4,"at":"{t}"}}}},"organization_id":"org"}}"#
+            )
+        })
+        .collect();
+    std::fs::write(data.join("2019-06-01-10-0-0-events.txt"), lines.join("\n")).unwrap();
+    let db = TestDb::create().await;
+    let lake_dir = TempDir::new("subus-lake");
+    let config = RunConfig::new(
+        landing.path().to_str().unwrap(),
+        lake_dir.path().to_str().unwrap(),
+        &db.url,
+    );
+    run_day(&config, june_1(), &no_events).await.unwrap();
+
+    let model: Vec<i64> = texts
+        .iter()
+        .map(|t| {
+            d2d_model::time::parse_timestamp(t)
+                .unwrap()
+                .timestamp_micros()
+        })
+        .collect();
+    let wh = Warehouse::connect(&db.url).await.unwrap();
+    let warehouse: Vec<i64> = wh
+        .client()
+        .query(
+            "SELECT location_at FROM dwh.fact_vehicle_event ORDER BY location_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.get::<_, chrono::DateTime<chrono::Utc>>(0)
+                .timestamp_micros()
+        })
+        .collect();
+    let lake = Store::local(lake_dir.path());
+    let mut curated: Vec<i64> = read_parquet(lake.get(&vehicle_event_key(june_1())).await.unwrap())
+        .iter()
+        .flat_map(|b| {
+            let c = b
+                .column_by_name("location_at")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone();
+            (0..c.len()).map(move |i| c.value(i))
+        })
+        .collect();
+    curated.sort_unstable();
+    assert_eq!(
+        model,
+        [-1, 946_684_799_000_001, 1_559_413_030_123_456],
+        "{texts:?}"
+    );
+    assert_eq!(warehouse, model);
+    assert_eq!(curated, model);
+}
