@@ -831,19 +831,23 @@ where
     let mut results: Vec<Option<T>> = std::iter::repeat_with(|| None).take(files_total).collect();
     let mut bytes_done = 0;
     let mut files_done = 0;
-    // The futures are made up front (they do nothing until polled): a closure inside the
-    // stream would make the returned future lose `Send` (rustc's higher-ranked lifetime
-    // limitation), and callers spawn it.
-    let pending: Vec<_> = objects
-        .iter()
-        .enumerate()
-        .map(|(i, object)| {
-            let fut = f(i, object);
-            async move { (i, fut.await) }
-        })
-        .collect();
-    let mut running = stream::iter(pending).buffer_unordered(options.concurrency.max(1));
-    while let Some((i, result)) = running.next().await {
+    // A future is made as a slot frees, not all up front: each holds a whole copy's state
+    // (about 20 KB), and a day may have a hundred thousand files. (Made in this loop rather
+    // than in a stream's closure, which would make the returned future lose `Send`: rustc's
+    // higher-ranked lifetime limitation; callers spawn it.)
+    let limit = options.concurrency.max(1);
+    let mut running = stream::FuturesUnordered::new();
+    let mut next = 0;
+    loop {
+        while running.len() < limit && next < files_total {
+            let i = next;
+            let fut = f(i, &objects[i]);
+            running.push(async move { (i, fut.await) });
+            next += 1;
+        }
+        let Some((i, result)) = running.next().await else {
+            break;
+        };
         let object = &objects[i];
         results[i] = Some(result?);
         files_done += 1;
@@ -1146,6 +1150,7 @@ pub async fn write_quarantine<'a>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn obj(key: &str) -> ObjectMeta {
         ObjectMeta {
@@ -1375,6 +1380,9 @@ mod tests {
             .collect();
         let seen = std::sync::Mutex::new(Vec::new());
         let report = |p: Progress<'_>| seen.lock().unwrap().push((p.files_done, p.bytes_done));
+        // Futures made and not yet finished: never more than the concurrency (a future per
+        // file made up front held the whole day's copy states at once).
+        let (made, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let out = for_each_object(
             &objects,
             &LakeOptions {
@@ -1382,17 +1390,24 @@ mod tests {
                 ..LakeOptions::default()
             },
             &report,
-            |_, o| async move {
-                // Finish out of order on purpose.
-                tokio::task::yield_now().await;
-                if o.size % 3 == 0 {
+            |_, o| {
+                let alive = made.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(alive, Ordering::SeqCst);
+                let made = &made;
+                async move {
+                    // Finish out of order on purpose.
                     tokio::task::yield_now().await;
+                    if o.size % 3 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    made.fetch_sub(1, Ordering::SeqCst);
+                    Ok(o.key.clone())
                 }
-                Ok(o.key.clone())
             },
         )
         .await
         .unwrap();
+        assert_eq!(most.into_inner(), 7);
         let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(out, keys);
         let seen = seen.into_inner().unwrap();
