@@ -345,14 +345,15 @@ async fn stopped(
         eprintln!("daily_load: stopped by {signal} before a run started");
         return ExitCode::from(code);
     };
+    let recorded = record_stopped(config, run).await;
     let outcome = Outcome::Failed {
         day,
         run_id: Some(run.0),
         doing: Some("stopped by a signal"),
-        committed: false,
+        committed: matches!(&recorded, Ok(Some(row)) if row.committed_at.is_some()),
     };
     eprintln!("{}", emf_line("daily_load", &outcome, chrono::Utc::now()));
-    match record_stopped(config, run).await {
+    match recorded {
         Ok(Some(row)) => {
             let phase = row.phase.as_deref().unwrap_or("unknown");
             let load = if row.committed_at.is_some() {

@@ -583,6 +583,10 @@ async fn record(
     let Err(first) = wh.finish_run(run, status, counts, phases, text).await else {
         return Ok(());
     };
+    // The server answered and refused: trying again will not change its mind.
+    if server_refused(&first) {
+        return Err(first);
+    }
     tracing::warn!(run = run.0, error = %first, "could not close the run record; reconnecting");
     // A server that restarted refuses connections for a few seconds: try again for a while
     // (about half a minute in all) before leaving the record to the next run.
@@ -601,8 +605,7 @@ async fn record(
                 *wh = fresh;
                 return Ok(());
             }
-            // The server answered and refused: trying again will not change its mind.
-            Err(e @ Error::Database { .. }) if server_refused(&e) => return Err(e),
+            Err(e) if server_refused(&e) => return Err(e),
             Err(e) => last = e,
         }
     }
