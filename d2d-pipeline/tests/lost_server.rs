@@ -133,3 +133,55 @@ async fn a_run_closes_its_record_once_a_lost_server_answers_again() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn a_statement_of_a_client_that_is_gone_ends_within_seconds() {
+    // What a killed job leaves mid-merge: its server session, busy. With the check every
+    // session sets (client_connection_check_interval), the server notices the closed socket
+    // and ends it, so the next run sees the dead run at once instead of after the statement.
+    let db = TestDb::create().await;
+    let (head, rest) = db.url.split_once("@").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let proxy = Proxy::start(host.to_owned()).await;
+    let via_proxy = format!("{head}@127.0.0.1:{}/{path}", proxy.port);
+    let busy = Warehouse::connect(&via_proxy).await.unwrap();
+    let pid: i32 = busy
+        .client()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sleeping = tokio::spawn(async move {
+        let _ = busy.client().execute("SELECT pg_sleep(600)", &[]).await;
+    });
+    let admin = Warehouse::connect(&db.url).await.unwrap();
+    let alive = |pid: i32| {
+        let admin = &admin;
+        async move {
+            admin
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                    &[&pid],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        }
+    };
+    while !alive(pid).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut(0);
+    // Generous: ends within a second or two with the check; without it, after ten minutes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while alive(pid).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gone client's statement still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sleeping.abort();
+}
