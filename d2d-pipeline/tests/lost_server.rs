@@ -1,7 +1,9 @@
 //! The warehouse lost just as a run ends (a PostgreSQL restart: every connection cut, new ones
 //! refused for a while), through a TCP proxy on 127.0.0.1 in front of the real server. The run
 //! still closes its record once the server answers again, instead of leaving it `running`
-//! after one immediate try. (A process of its own: the curate gate is an environment variable.)
+//! after one immediate try; and a client that is gone mid-statement has its statement ended by
+//! the server within seconds. (A process of its own, one test: the curate gate is an
+//! environment variable.)
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
@@ -71,6 +73,11 @@ impl Proxy {
 }
 
 #[tokio::test]
+async fn a_lost_server_is_survived_and_a_gone_client_is_noticed() {
+    a_run_closes_its_record_once_a_lost_server_answers_again().await;
+    a_statement_of_a_client_that_is_gone_ends_within_seconds().await;
+}
+
 async fn a_run_closes_its_record_once_a_lost_server_answers_again() {
     let db = TestDb::create().await;
     let mut wh = Warehouse::connect(&db.url).await.unwrap();
@@ -134,7 +141,8 @@ async fn a_run_closes_its_record_once_a_lost_server_answers_again() {
     );
 }
 
-#[tokio::test]
+/// Not a test of its own: the test above sets an environment variable, which must not race
+/// with another thread of the same process reading the environment.
 async fn a_statement_of_a_client_that_is_gone_ends_within_seconds() {
     // What a killed job leaves mid-merge: its server session, busy. With the check every
     // session sets (client_connection_check_interval), the server notices the closed socket
