@@ -451,12 +451,8 @@ async fn write_partition(
 /// A temporary file for a partition's Parquet, and a second handle on it for the writer.
 fn parquet_spool(key: &str) -> Result<(tempfile::NamedTempFile, std::fs::File)> {
     let fail = parquet_error(key);
-    let spool = tempfile::Builder::new()
-        .prefix("d2d-curated-")
-        .suffix(".parquet")
-        .tempfile()
+    let spool = crate::scratch::file(crate::scratch::FileKind::Curated)
         .map_err(|e| fail(format!("temporary file: {e}")))?;
-    crate::scratch::hold(spool.as_file()).map_err(|e| fail(format!("temporary file: {e}")))?;
     let file = spool
         .reopen()
         .map_err(|e| fail(format!("temporary file: {e}")))?;

@@ -70,6 +70,7 @@ use futures_util::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::scratch::FileKind;
 use crate::store::{check_key, hex, CopyMethod, ObjectMeta, Store, Unlisted};
 
 /// Top-level folder of the archived landing files.
@@ -912,7 +913,8 @@ pub struct Quarantine {
     /// Lines not yet spilled.
     buffer: Vec<u8>,
     spill_bytes: usize,
-    spool: Option<Spool>,
+    /// Lines beyond `spill_bytes`, in a scratch file (removed when dropped).
+    spool: Option<tempfile::NamedTempFile>,
     size: u64,
     count: u64,
 }
@@ -926,41 +928,6 @@ pub struct QuarantineFile {
     pub size: u64,
     /// Refused lines in it.
     pub rejects: u64,
-}
-
-/// A temporary local file, removed when dropped.
-#[derive(Debug)]
-struct Spool {
-    path: std::path::PathBuf,
-    file: std::fs::File,
-}
-
-impl Spool {
-    fn create() -> std::io::Result<Spool> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "d2d-quarantine-{}-{}-{nanos}.ndjson",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        crate::scratch::hold(&file)?;
-        Ok(Spool { path, file })
-    }
-}
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        // Best effort: a leftover in the temporary folder is harmless.
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 impl Quarantine {
@@ -991,7 +958,7 @@ impl Quarantine {
             url: self
                 .spool
                 .as_ref()
-                .map_or_else(std::env::temp_dir, |s| s.path.clone())
+                .map_or_else(std::env::temp_dir, |s| s.path().to_path_buf())
                 .display()
                 .to_string(),
             key: quarantine_key(self.day),
@@ -1057,10 +1024,11 @@ impl Quarantine {
     fn spill(&mut self) -> Result<()> {
         use std::io::Write;
         if self.spool.is_none() {
-            self.spool = Some(Spool::create().map_err(|e| self.io_error("create", e))?);
+            let file = crate::scratch::file(FileKind::Quarantine);
+            self.spool = Some(file.map_err(|e| self.io_error("create", e))?);
         }
         if let Some(spool) = &mut self.spool {
-            if let Err(e) = spool.file.write_all(&self.buffer) {
+            if let Err(e) = spool.as_file_mut().write_all(&self.buffer) {
                 return Err(self.io_error("write", e));
             }
         }
@@ -1093,10 +1061,10 @@ impl Quarantine {
         use std::io::{Read, Seek};
         let mut out = Vec::new();
         if let Some(spool) = &mut self.spool {
-            let read = spool
-                .file
+            let file = spool.as_file_mut();
+            let read = file
                 .seek(std::io::SeekFrom::Start(0))
-                .and_then(|_| spool.file.read_to_end(&mut out));
+                .and_then(|_| file.read_to_end(&mut out));
             if let Err(e) = read {
                 return Err(self.io_error("read", e));
             }
@@ -1126,10 +1094,10 @@ impl Quarantine {
         }
         self.spill()?;
         if let Some(spool) = &mut self.spool {
-            if let Err(e) = spool.file.sync_data() {
+            if let Err(e) = spool.as_file().sync_data() {
                 return Err(self.io_error("flush", e));
             }
-            lake.put_file(&file.key, &spool.path).await?;
+            lake.put_file(&file.key, spool.path()).await?;
         }
         Ok(Some(file))
     }

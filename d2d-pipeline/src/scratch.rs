@@ -12,36 +12,72 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// Folders of scratch: `<prefix><YYYY-MM-DD>-…`.
-const DIR_PREFIXES: [&str; 2] = ["d2d-rows-", "d2d-spool-"];
+use chrono::NaiveDate;
 
-/// Files of scratch: `<prefix>…<suffix>`.
-const FILE_KINDS: [(&str, &str); 2] =
-    [("d2d-curated-", ".parquet"), ("d2d-quarantine-", ".ndjson")];
+/// The kinds of scratch folder, named `<prefix><YYYY-MM-DD>-…` for the day they hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DirKind {
+    /// A load's row spill (`warehouse::spill`).
+    Rows,
+    /// A back-fill's day staged ahead (`warehouse::load`).
+    Spool,
+}
+
+impl DirKind {
+    const ALL: [DirKind; 2] = [DirKind::Rows, DirKind::Spool];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            DirKind::Rows => "d2d-rows-",
+            DirKind::Spool => "d2d-spool-",
+        }
+    }
+}
+
+/// The kinds of scratch file, named `<prefix>…<suffix>`, in the temporary folder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FileKind {
+    /// A curated partition's Parquet being encoded (`curated`).
+    Curated,
+    /// The quarantine's lines beyond what it keeps in memory (`lake`).
+    Quarantine,
+}
+
+impl FileKind {
+    const ALL: [FileKind; 2] = [FileKind::Curated, FileKind::Quarantine];
+
+    fn affixes(self) -> (&'static str, &'static str) {
+        match self {
+            FileKind::Curated => ("d2d-curated-", ".parquet"),
+            FileKind::Quarantine => ("d2d-quarantine-", ".ndjson"),
+        }
+    }
+}
 
 /// What the sweep may judge: an entry named and typed as scratch is, nothing else (a folder
 /// of someone else's named `d2d-…` stays, whatever it holds).
 fn is_scratch(name: &str, is_dir: bool) -> bool {
     if is_dir {
-        DIR_PREFIXES.iter().any(|p| {
-            name.strip_prefix(p).is_some_and(|rest| {
+        DirKind::ALL.iter().any(|k| {
+            name.strip_prefix(k.prefix()).is_some_and(|rest| {
                 rest.len() > 11
                     && rest.as_bytes()[10] == b'-'
-                    && chrono::NaiveDate::parse_from_str(&rest[..10], "%Y-%m-%d").is_ok()
+                    && NaiveDate::parse_from_str(&rest[..10], "%Y-%m-%d").is_ok()
             })
         })
     } else {
-        FILE_KINDS
-            .iter()
-            .any(|(p, suffix)| name.starts_with(p) && name.ends_with(suffix))
+        FileKind::ALL.iter().any(|k| {
+            let (prefix, suffix) = k.affixes();
+            name.starts_with(prefix) && name.ends_with(suffix)
+        })
     }
 }
 
 /// The lock file inside a scratch folder.
 pub(crate) const LOCK: &str = "lock";
 
-/// A scratch folder under `parent` named `<prefix>…`, held by its lock until dropped, then
-/// removed with its content.
+/// A scratch folder under `parent` for one day, held by its lock until dropped, then removed
+/// with its content.
 #[derive(Debug)]
 pub(crate) struct ScratchDir {
     dir: tempfile::TempDir,
@@ -52,10 +88,12 @@ impl ScratchDir {
     /// Creates and claims the folder. On error: the path involved and the error.
     pub(crate) fn create(
         parent: &Path,
-        prefix: &str,
+        kind: DirKind,
+        day: NaiveDate,
     ) -> Result<ScratchDir, (PathBuf, std::io::Error)> {
+        let prefix = format!("{}{day}-", kind.prefix());
         let dir = tempfile::Builder::new()
-            .prefix(prefix)
+            .prefix(&prefix)
             .tempdir_in(parent)
             .map_err(|e| (parent.join(format!("{prefix}*")), e))?;
         let lock_path = dir.path().join(LOCK);
@@ -70,8 +108,20 @@ impl ScratchDir {
     }
 }
 
-/// Claims `file` (a scratch file just created) for this process until it is closed.
-pub(crate) fn hold(file: &File) -> std::io::Result<()> {
+/// A scratch file in the temporary folder, readable and writable, held until dropped, then
+/// removed.
+pub(crate) fn file(kind: FileKind) -> std::io::Result<tempfile::NamedTempFile> {
+    let (prefix, suffix) = kind.affixes();
+    let file = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .tempfile()?;
+    hold(file.as_file())?;
+    Ok(file)
+}
+
+/// Claims `file` (a scratch entry just created) for this process until it is closed.
+fn hold(file: &File) -> std::io::Result<()> {
     file.try_lock().map_err(std::io::Error::other)
 }
 
@@ -128,7 +178,8 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let p = parent.path();
         // Live: a folder and a file this process holds.
-        let live_dir = ScratchDir::create(p, "d2d-spool-2019-06-01-").unwrap();
+        let day = NaiveDate::from_ymd_opt(2019, 6, 1).unwrap();
+        let live_dir = ScratchDir::create(p, DirKind::Spool, day).unwrap();
         let live_file_path = p.join("d2d-curated-live.parquet");
         let live_file = File::create(&live_file_path).unwrap();
         hold(&live_file).unwrap();

@@ -48,7 +48,7 @@ use super::spill::{DayRows, DaySpill, RowRef};
 use super::vehicle_day::{Position, Seen, VehicleDay};
 use crate::error::{Error, Result};
 use crate::lake::{raw_line, RefusedFile, REJECT_RAW_BYTES};
-use crate::scratch::ScratchDir;
+use crate::scratch::{DirKind, ScratchDir};
 use crate::store::hex;
 
 /// Rows buffered per staging table before a COPY sends them.
@@ -912,7 +912,7 @@ pub(super) fn local_io(what: &str, path: &Path, op: &'static str, source: std::i
 
 impl Spool {
     fn create(dir: &Path, day: NaiveDate) -> Result<Spool> {
-        let dir = ScratchDir::create(dir, &format!("d2d-spool-{day}-"))
+        let dir = ScratchDir::create(dir, DirKind::Spool, day)
             .map_err(|(path, e)| spool_io(&path, "create", e))?;
         Ok(Spool {
             dir,

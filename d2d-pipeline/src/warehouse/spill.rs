@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::error::{Error, Result};
-use crate::scratch::ScratchDir;
+use crate::scratch::{DirKind, ScratchDir};
 
 /// Spill files per load: a bucket holds about 1/64 of the day when it is read back.
 pub(super) const BUCKETS: usize = 64;
@@ -29,9 +29,6 @@ const RECORD: usize = 4 + 4 + 8 + 1 + 1 + 4 + 8 + 8 + 8 + 8;
 
 /// Bytes buffered per bucket file before a write: 64 buckets × 64 KiB = 4 MiB in all.
 const BUCKET_BUFFER: usize = 64 * 1024;
-
-/// Prefix of a spill's folder.
-const SPILL_PREFIX: &str = "d2d-rows-";
 
 /// The vehicle verbs, by their code in a record.
 const VERBS: [&str; 3] = ["register", "update", "deregister"];
@@ -190,7 +187,7 @@ impl DaySpill {
     /// that no live process holds (left by a killed run).
     pub(super) fn create(parent: &Path, day: NaiveDate) -> Result<DaySpill> {
         crate::scratch::remove_dead(parent);
-        let dir = ScratchDir::create(parent, &format!("{SPILL_PREFIX}{day}-"))
+        let dir = ScratchDir::create(parent, DirKind::Rows, day)
             .map_err(|(path, e)| spill_io(&path, "create", e))?;
         let mut files = Vec::with_capacity(BUCKETS);
         for b in 0..BUCKETS {
@@ -534,7 +531,7 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let live = DaySpill::create(parent.path(), day()).unwrap();
         // What a SIGKILL leaves: the folder and its lock file, nobody holding the lock.
-        let dead = parent.path().join(format!("{SPILL_PREFIX}2019-05-31-x"));
+        let dead = parent.path().join("d2d-rows-2019-05-31-x");
         std::fs::create_dir(&dead).unwrap();
         std::fs::write(dead.join(crate::scratch::LOCK), b"").unwrap();
         std::fs::write(dead.join("bucket-00"), [0u8; RECORD]).unwrap();
