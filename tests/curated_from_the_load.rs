@@ -5,27 +5,15 @@
 //! out-of-order lines, and after a re-run.
 #![allow(clippy::unwrap_used)]
 
-use arrow_array::RecordBatch;
 use chrono::NaiveDate;
 use d2d::pipeline::curated::{self, vehicle_event_key};
 use d2d::pipeline::run::{no_events, run_day, run_days, RunConfig};
 use d2d::pipeline::store::Store;
 use d2d::pipeline::warehouse::Warehouse;
-use d2d_testkit::{copy_tree, generate_fleet, landing_dir, TempDir, TestDb};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use d2d_testkit::{copy_tree, generate_fleet, landing_dir, parquet_batches, TempDir, TestDb};
 
 fn day(s: &str) -> NaiveDate {
     s.parse().unwrap()
-}
-
-async fn batches(lake: &Store, d: NaiveDate) -> Vec<RecordBatch> {
-    let bytes = lake.get(&vehicle_event_key(d)).await.unwrap();
-    ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 #[tokio::test]
@@ -76,9 +64,9 @@ async fn vehicle_event_files_from_the_load_equal_the_warehouse_partitions() {
     let mut wh = Warehouse::connect(&db.url).await.unwrap();
     for d in ["2019-06-01", "2019-06-02", "2019-06-03"].map(day) {
         curated::write_day(&mut wh, &reference, d).await.unwrap();
-        let ours = batches(&lake, d).await;
-        let theirs = batches(&reference, d).await;
-        assert!(ours.iter().map(RecordBatch::num_rows).sum::<usize>() > 5_000);
+        let ours = parquet_batches(&lake, &vehicle_event_key(d)).await;
+        let theirs = parquet_batches(&reference, &vehicle_event_key(d)).await;
+        assert!(ours.iter().map(|b| b.num_rows()).sum::<usize>() > 5_000);
         assert_eq!(ours.len(), theirs.len(), "{d}: batches");
         for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
             assert_eq!(a, b, "{d}: batch {i}");

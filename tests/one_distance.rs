@@ -20,8 +20,9 @@ use d2d::model::{period, track};
 use d2d::pipeline::run::{no_events, refresh_distances, run_day, run_days, RunConfig};
 use d2d::pipeline::store::Store;
 use d2d::pipeline::warehouse::{LoadOptions, Warehouse};
-use d2d_testkit::{copy_tree, generate_fleet, landing_dir, read_tree, TempDir, TestDb};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use d2d_testkit::{
+    copy_tree, generate_fleet, landing_dir, parquet_batches_under, read_tree, TempDir, TestDb,
+};
 
 /// (period, vehicle) → (fixes, first_at µs, last_at µs, metres as bits).
 type Rows = BTreeMap<(String, String), (i64, i64, i64, u64)>;
@@ -108,34 +109,23 @@ async fn warehouse_rows(wh: &Warehouse) -> Rows {
 
 async fn curated_rows(lake: &Store) -> Rows {
     let mut rows = Rows::new();
-    for o in lake.list("curated/vehicle_period_distance/").await.unwrap() {
-        if !o.key.ends_with(".parquet") {
-            continue;
-        }
-        let bytes = lake.get(&o.key).await.unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
-            let text = |c: &str| b.column_by_name(c).unwrap().as_string::<i32>().clone();
-            let (periods, vehicles) = (text("operating_period_id"), text("vehicle_id"));
-            let col = |c: &str| b.column_by_name(c).unwrap().clone();
-            let (fixes, first, last, metres) =
-                (col("fixes"), col("first_at"), col("last_at"), col("metres"));
-            for i in 0..b.num_rows() {
-                let old = rows.insert(
-                    (periods.value(i).to_owned(), vehicles.value(i).to_owned()),
-                    (
-                        fixes.as_primitive::<Int64Type>().value(i),
-                        first.as_primitive::<TimestampMicrosecondType>().value(i),
-                        last.as_primitive::<TimestampMicrosecondType>().value(i),
-                        metres.as_primitive::<Float64Type>().value(i).to_bits(),
-                    ),
-                );
-                assert!(old.is_none(), "a pair in two curated files");
-            }
+    for b in parquet_batches_under(lake, "curated/vehicle_period_distance/").await {
+        let text = |c: &str| b.column_by_name(c).unwrap().as_string::<i32>().clone();
+        let (periods, vehicles) = (text("operating_period_id"), text("vehicle_id"));
+        let col = |c: &str| b.column_by_name(c).unwrap().clone();
+        let (fixes, first, last, metres) =
+            (col("fixes"), col("first_at"), col("last_at"), col("metres"));
+        for i in 0..b.num_rows() {
+            let old = rows.insert(
+                (periods.value(i).to_owned(), vehicles.value(i).to_owned()),
+                (
+                    fixes.as_primitive::<Int64Type>().value(i),
+                    first.as_primitive::<TimestampMicrosecondType>().value(i),
+                    last.as_primitive::<TimestampMicrosecondType>().value(i),
+                    metres.as_primitive::<Float64Type>().value(i).to_bits(),
+                ),
+            );
+            assert!(old.is_none(), "a pair in two curated files");
         }
     }
     rows

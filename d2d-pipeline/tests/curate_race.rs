@@ -13,8 +13,7 @@ use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::store::Store;
 use d2d_pipeline::warehouse::Warehouse;
-use d2d_testkit::{TempDir, TestDb};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use d2d_testkit::{parquet_batches_under, CurateGate, TempDir, TestDb};
 
 const CREATE: &str = r#"{"event":"create","on":"operating_period","at":"2019-06-01T09:00:00Z","data":{"id":"ID","start":"2019-06-01T10:00:00Z","finish":"2019-06-01T11:00:00Z"},"organization_id":"org"}"#;
 
@@ -27,25 +26,14 @@ fn fix(second: u32, lat: f64) -> String {
 /// The (period, vehicle) pairs of the curated distance files.
 async fn curated_pairs(lake: &Store) -> BTreeSet<(String, String)> {
     let mut pairs = BTreeSet::new();
-    for o in lake.list("curated/vehicle_period_distance/").await.unwrap() {
-        if !o.key.ends_with(".parquet") {
-            continue;
-        }
-        let bytes = lake.get(&o.key).await.unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(bytes)
+    for b in parquet_batches_under(lake, "curated/vehicle_period_distance/").await {
+        let p = b
+            .column_by_name("operating_period_id")
             .unwrap()
-            .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
-            let p = b
-                .column_by_name("operating_period_id")
-                .unwrap()
-                .as_string::<i32>();
-            let v = b.column_by_name("vehicle_id").unwrap().as_string::<i32>();
-            for i in 0..b.num_rows() {
-                pairs.insert((p.value(i).to_owned(), v.value(i).to_owned()));
-            }
+            .as_string::<i32>();
+        let v = b.column_by_name("vehicle_id").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            pairs.insert((p.value(i).to_owned(), v.value(i).to_owned()));
         }
     }
     pairs
@@ -81,11 +69,7 @@ async fn until(wh: &Warehouse, sql: &str) {
 #[tokio::test]
 async fn a_slower_day_does_not_write_its_older_snapshot_over_a_later_one() {
     let db = TestDb::create().await;
-    let (landing, lake_dir, gates) = (
-        TempDir::new("race-landing"),
-        TempDir::new("race-lake"),
-        TempDir::new("race-gate"),
-    );
+    let (landing, lake_dir) = (TempDir::new("race-landing"), TempDir::new("race-lake"));
     let data = landing.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(
@@ -107,11 +91,7 @@ async fn a_slower_day_does_not_write_its_older_snapshot_over_a_later_one() {
             .replace("2019-06-01T09:00:00Z", "2019-06-02T09:00:00Z"),
     )
     .unwrap();
-    let gate = gates.path().join("open");
-    std::env::set_var(
-        "D2D_TEST_CURATE_GATE",
-        format!("2019-06-01:{}", gate.display()),
-    );
+    let gate = CurateGate::close_on("2019-06-01");
     let config = RunConfig::new(
         landing.path().to_str().unwrap(),
         lake_dir.path().to_str().unwrap(),
@@ -127,10 +107,7 @@ async fn a_slower_day_does_not_write_its_older_snapshot_over_a_later_one() {
         tokio::spawn(async move { run_day(&config, day_1, &no_events).await })
     };
     // Day 1 has committed and holds its snapshot.
-    let waiting = gates.path().join("open.waiting");
-    while !waiting.exists() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gate.reached().await;
     let second = {
         let config = config.clone();
         tokio::spawn(async move { run_day(&config, day_2, &no_events).await })
@@ -142,7 +119,7 @@ async fn a_slower_day_does_not_write_its_older_snapshot_over_a_later_one() {
                           AND committed_at IS NOT NULL)",
     )
     .await;
-    std::fs::write(&gate, b"").unwrap();
+    gate.open();
     first.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
 

@@ -17,22 +17,14 @@ use d2d_pipeline::curated::{
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::store::Store;
 use d2d_pipeline::warehouse::Warehouse;
-use d2d_testkit::{landing_dir, read_tree, sample_day, TempDir, TestDb};
+use d2d_testkit::{
+    landing_dir, parquet_batches, parquet_batches_under, read_tree, sample_day, TempDir, TestDb,
+};
 use futures_util::{StreamExt, TryStreamExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 fn june_1() -> NaiveDate {
     "2019-06-01".parse().unwrap()
-}
-
-fn read_parquet(bytes: Bytes) -> Vec<RecordBatch> {
-    ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 fn rows(batches: &[RecordBatch]) -> usize {
@@ -63,24 +55,19 @@ async fn averages(wh: &Warehouse, lake: &Store) -> (BTreeMap<String, f64>, BTree
         .filter_map(|p| Some((p.operating_period_id, p.avg_metres?)))
         .collect();
     let mut sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
-    for o in lake.list("curated/vehicle_period_distance/").await.unwrap() {
-        if !o.key.ends_with(".parquet") {
-            continue;
-        }
-        for b in read_parquet(lake.get(&o.key).await.unwrap()) {
-            let ids = b
-                .column_by_name("operating_period_id")
-                .unwrap()
-                .as_string::<i32>();
-            let metres = b
-                .column_by_name("metres")
-                .unwrap()
-                .as_primitive::<Float64Type>();
-            for i in 0..b.num_rows() {
-                let e = sums.entry(ids.value(i).to_string()).or_default();
-                e.0 += metres.value(i);
-                e.1 += 1;
-            }
+    for b in parquet_batches_under(lake, "curated/vehicle_period_distance/").await {
+        let ids = b
+            .column_by_name("operating_period_id")
+            .unwrap()
+            .as_string::<i32>();
+        let metres = b
+            .column_by_name("metres")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            let e = sums.entry(ids.value(i).to_string()).or_default();
+            e.0 += metres.value(i);
+            e.1 += 1;
         }
     }
     let from_lake = sums
@@ -112,7 +99,7 @@ async fn the_curated_zone_equals_the_warehouse_and_reruns_replace_it_whole() {
     let wh = Warehouse::connect(&db.url).await.unwrap();
 
     // Row for row what the warehouse holds of the day, in the warehouse's names and types.
-    let vehicle = read_parquet(lake.get(&vehicle_event_key(june_1())).await.unwrap());
+    let vehicle = parquet_batches(&lake, &vehicle_event_key(june_1())).await;
     let in_dwh = query_i64(&wh, "SELECT count(*) FROM dwh.fact_vehicle_event").await;
     assert_eq!(rows(&vehicle) as i64, in_dwh);
     assert_eq!(curated.vehicle_events as i64, in_dwh);
@@ -120,7 +107,7 @@ async fn the_curated_zone_equals_the_warehouse_and_reruns_replace_it_whole() {
         in_dwh, 35_288,
         "the sample day: 35,290 lines, 2 of them period events"
     );
-    let periods = read_parquet(lake.get(&period_event_key(june_1())).await.unwrap());
+    let periods = parquet_batches(&lake, &period_event_key(june_1())).await;
     assert_eq!(
         rows(&periods) as i64,
         query_i64(&wh, "SELECT count(*) FROM dwh.fact_period_event").await
@@ -203,7 +190,7 @@ async fn the_curated_zone_equals_the_warehouse_and_reruns_replace_it_whole() {
     rebuild.from_lake = true;
     run_day(&rebuild, june_1(), &no_events).await.unwrap();
     assert_eq!(curated_files(lake_dir.path()), before);
-    let rebuilt = read_parquet(lake.get(&vehicle_event_key(june_1())).await.unwrap());
+    let rebuilt = parquet_batches(&lake, &vehicle_event_key(june_1())).await;
     assert_eq!(rows(&rebuilt), rows(&vehicle));
     let (dwh_avg, lake_avg) = averages(&wh, &lake).await;
     assert_close(&dwh_avg, &lake_avg);
@@ -280,7 +267,7 @@ async fn an_s3_lake_gets_the_same_curated_files() {
         ]
     );
     let wh = Warehouse::connect(&db.url).await.unwrap();
-    let vehicle = read_parquet(lake.get(&vehicle_event_key(june_1())).await.unwrap());
+    let vehicle = parquet_batches(&lake, &vehicle_event_key(june_1())).await;
     assert_eq!(
         rows(&vehicle) as i64,
         query_i64(&wh, "SELECT count(*) FROM dwh.fact_vehicle_event").await
@@ -343,7 +330,8 @@ async fn sub_microsecond_instants_are_one_instant_in_the_model_the_warehouse_and
         })
         .collect();
     let lake = Store::local(lake_dir.path());
-    let mut curated: Vec<i64> = read_parquet(lake.get(&vehicle_event_key(june_1())).await.unwrap())
+    let mut curated: Vec<i64> = parquet_batches(&lake, &vehicle_event_key(june_1()))
+        .await
         .iter()
         .flat_map(|b| {
             let c = b

@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
 use d2d_pipeline::warehouse::Warehouse;
 use d2d_pipeline::Error;
-use d2d_testkit::{TempDir, TestDb};
+use d2d_testkit::{CurateGate, TempDir, TestDb};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
@@ -88,11 +88,7 @@ async fn a_run_closes_its_record_once_a_lost_server_answers_again() {
     let proxy = Proxy::start(host.to_owned()).await;
     let via_proxy = format!("{head}@127.0.0.1:{}/{path}", proxy.port);
 
-    let (landing, lake, gates) = (
-        TempDir::new("lost-landing"),
-        TempDir::new("lost-lake"),
-        TempDir::new("lost-gate"),
-    );
+    let (landing, lake) = (TempDir::new("lost-landing"), TempDir::new("lost-lake"));
     let data = landing.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(
@@ -100,11 +96,7 @@ async fn a_run_closes_its_record_once_a_lost_server_answers_again() {
         r#"{"event":"update","on":"vehicle","at":"2019-06-01T10:00:00Z","data":{"id":"v1","location":{"lat":52.5,"lng":13.4,"at":"2019-06-01T10:00:00Z"}},"organization_id":"org"}"#,
     )
     .unwrap();
-    let gate = gates.path().join("open");
-    std::env::set_var(
-        "D2D_TEST_CURATE_GATE",
-        format!("2019-06-01:{}", gate.display()),
-    );
+    let gate = CurateGate::close_on("2019-06-01");
     let config = RunConfig::new(
         landing.path().to_str().unwrap(),
         lake.path().to_str().unwrap(),
@@ -114,12 +106,9 @@ async fn a_run_closes_its_record_once_a_lost_server_answers_again() {
     let run = tokio::spawn(async move { run_day(&config, day, &no_events).await });
 
     // The load has committed; the run is in its curate phase when the server goes.
-    let waiting = gates.path().join("open.waiting");
-    while !waiting.exists() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gate.reached().await;
     proxy.cut(2);
-    std::fs::write(&gate, b"").unwrap();
+    gate.open();
     let result = run.await.unwrap();
     assert!(
         matches!(result, Err(Error::AfterCommit { .. })),

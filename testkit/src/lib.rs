@@ -11,13 +11,16 @@
 //!   order ([`read_tree`], [`copy_tree`], [`file_paths`]; [`walkdir`] underneath);
 //! - S3 on the S3-compatible test server: [`s3_endpoint`], [`unique_tag`] for bucket names,
 //!   [`s3_buckets_with`] to create a landing and a lake bucket and upload files;
-//! - [`example`]: an example binary built next to the test binary, refused when stale.
+//! - [`example`]: an example binary built next to the test binary, refused when stale;
+//! - the curated zone's Parquet read back: [`parquet_batches`], [`parquet_batches_under`];
+//! - [`CurateGate`]: holds a run's curate phase at a known point (debug builds' test gate).
 //!
 //! Every helper panics with a message on failure: in a test, a failed set-up is a failed test.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 use d2d_model::landing::landing_order;
 use d2d_pipeline::store::Store;
@@ -361,6 +364,66 @@ pub fn example(name: &str) -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// The record batches of the Parquet object `key` of `lake`.
+pub async fn parquet_batches(lake: &Store, key: &str) -> Vec<RecordBatch> {
+    let bytes = lake
+        .get(key)
+        .await
+        .unwrap_or_else(|e| panic!("reading {key}: {e}"));
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap_or_else(|e| panic!("{key} is not Parquet: {e}"))
+        .build()
+        .unwrap_or_else(|e| panic!("reading {key}: {e}"))
+        .map(|b| b.unwrap_or_else(|e| panic!("a batch of {key}: {e}")))
+        .collect()
+}
+
+/// The record batches of every Parquet object under `prefix` of `lake` (other objects, such
+/// as fingerprint files, are passed over), in listing order.
+pub async fn parquet_batches_under(lake: &Store, prefix: &str) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    let objects = lake
+        .list(prefix)
+        .await
+        .unwrap_or_else(|e| panic!("listing {prefix}: {e}"));
+    for o in objects.iter().filter(|o| o.key.ends_with(".parquet")) {
+        batches.extend(parquet_batches(lake, &o.key).await);
+    }
+    batches
+}
+
+/// The curate phase's test gate of debug builds (`D2D_TEST_CURATE_GATE=<day>:<path>`): the
+/// curate phase of `day` fixes its snapshot, says so, and waits until the gate opens. It is
+/// an environment variable: a test that sets one must be the only test of its process.
+pub struct CurateGate {
+    dir: TempDir,
+}
+
+impl CurateGate {
+    /// Sets the gate, closed, for the curate phase of landing day `day`.
+    pub fn close_on(day: &str) -> CurateGate {
+        let dir = TempDir::new("curate-gate");
+        std::env::set_var(
+            "D2D_TEST_CURATE_GATE",
+            format!("{day}:{}", dir.path().join("open").display()),
+        );
+        CurateGate { dir }
+    }
+
+    /// Waits until a run's curate phase has fixed its snapshot and waits at the gate.
+    pub async fn reached(&self) {
+        let waiting = self.dir.path().join("open.waiting");
+        while !waiting.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets the waiting run go on.
+    pub fn open(&self) {
+        std::fs::write(self.dir.path().join("open"), b"").expect("the gate's folder is writable");
+    }
 }
 
 #[cfg(test)]
