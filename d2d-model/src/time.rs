@@ -135,7 +135,8 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimestampError> {
     Ok(utc)
 }
 
-/// `0001-01-01T00:00:00Z` and `10000-01-01T00:00:00Z` in microseconds since the Unix epoch.
+/// `0001-01-01T00:00:00Z` and `10000-01-01T00:00:00Z` in microseconds since the Unix epoch:
+/// the instants of [`crate::landing::FIRST_DAY`] to [`crate::landing::LAST_DAY`].
 const FIRST_MICROS: i64 = -62_135_596_800_000_000;
 const END_MICROS: i64 = 253_402_300_800_000_000;
 
@@ -166,16 +167,11 @@ mod tests {
 
     #[test]
     fn keeps_years_0001_to_9999_in_utc_only() {
-        let first = NaiveDate::from_ymd_opt(1, 1, 1)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap();
-        assert_eq!(first.and_utc().timestamp_micros(), FIRST_MICROS);
-        let end = NaiveDate::from_ymd_opt(10_000, 1, 1)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap();
-        assert_eq!(end.and_utc().timestamp_micros(), END_MICROS);
+        // The same bounds as the landing days' (one fact: the days d2d loads).
+        use crate::landing::{FIRST_DAY, LAST_DAY};
+        let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros();
+        assert_eq!(midnight(FIRST_DAY), FIRST_MICROS);
+        assert_eq!(midnight(LAST_DAY.succ_opt().unwrap()), END_MICROS);
         for (text, ok) in [
             ("0001-01-01T00:00:00Z", true),
             ("0000-12-31T23:00:00-01:00", true),
