@@ -364,22 +364,7 @@ async fn sample_day_on_s3_through_the_binaries() {
     ];
     let checksums = || async {
         let wh = Warehouse::connect(&db.url).await.unwrap();
-        wh.client()
-            .query(
-                "SELECT table_name, row_count, md5 FROM etl.dwh_checksums()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    r.get::<_, i64>(1),
-                    r.get::<_, String>(2),
-                )
-            })
-            .collect::<Vec<_>>()
+        wh.dwh_checksums().await.unwrap()
     };
 
     let first = run("daily_load", &["--date", "2019-06-01"], &envs);
@@ -392,7 +377,7 @@ async fn sample_day_on_s3_through_the_binaries() {
     let after_first = checksums().await;
     assert!(after_first
         .iter()
-        .any(|(t, n, _)| t == "fact_vehicle_event" && *n == 35_288));
+        .any(|t| t.table == "fact_vehicle_event" && t.rows == 35_288));
 
     let second = run("daily_load", &["--date", "2019-06-01"], &envs);
     assert!(second.status.success(), "{}", text(&second.stderr));

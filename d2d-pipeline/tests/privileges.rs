@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::NaiveDate;
 use d2d_pipeline::run::{no_events, run_day, RunConfig};
-use d2d_pipeline::warehouse::Warehouse;
+use d2d_pipeline::warehouse::{TableChecksum, Warehouse};
 use d2d_testkit::{TempDir, TestDb};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
@@ -458,7 +458,7 @@ async fn the_loader_changes_a_run_only_while_it_runs_and_only_its_own() {
 async fn the_loader_touches_a_day_only_inside_a_run_of_that_day() {
     let (s, config, _landing, _lake) = loaded().await;
     let owner = connect(&s.owner_url).await;
-    let before = etl_and_dwh(&owner).await;
+    let before = etl_and_dwh(&s.owner_url).await;
     let loader = connect(&s.loader_url).await;
     let mut wrong = Vec::new();
     // No run at all: neither the start of a load, nor a merge, nor applying distances.
@@ -528,7 +528,7 @@ async fn the_loader_touches_a_day_only_inside_a_run_of_that_day() {
         wrong.join("\n")
     );
     // Nothing of the warehouse changed but the failed run's own record.
-    assert_eq!(etl_and_dwh(&owner).await, before);
+    assert_eq!(etl_and_dwh(&s.owner_url).await, before);
     // And a refresh is on record.
     let mut wh = Warehouse::connect(&config.database_url).await.unwrap();
     let rows = wh
@@ -547,38 +547,23 @@ async fn the_loader_touches_a_day_only_inside_a_run_of_that_day() {
     assert_eq!((recorded.1, recorded.2), (Some(rows as i64), true));
 }
 
-/// Row counts and fingerprints of every dwh table, and the runs' records but for their times.
-async fn etl_and_dwh(owner: &Client) -> Vec<String> {
-    let mut state: Vec<String> = owner
+/// Row counts and fingerprints of every dwh table, and the runs' records but for their times
+/// and the failed ones.
+async fn etl_and_dwh(owner_url: &str) -> (Vec<TableChecksum>, Vec<String>) {
+    let owner = Warehouse::connect(owner_url).await.unwrap();
+    let runs = owner
+        .client()
         .query(
-            "SELECT table_name, row_count, md5 FROM etl.dwh_checksums()",
+            "SELECT format('%s %s %s', run_id, landing_day, status) FROM etl.load_run
+              WHERE status <> 'failed' ORDER BY run_id",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| {
-            format!(
-                "{} {} {}",
-                r.get::<_, String>(0),
-                r.get::<_, i64>(1),
-                r.get::<_, String>(2)
-            )
-        })
+        .map(|r| r.get::<_, String>(0))
         .collect();
-    state.extend(
-        owner
-            .query(
-                "SELECT format('%s %s %s', run_id, landing_day, status) FROM etl.load_run
-                  WHERE status <> 'failed' ORDER BY run_id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<_, String>(0)),
-    );
-    state
+    (owner.dwh_checksums().await.unwrap(), runs)
 }
 
 #[tokio::test]
