@@ -166,34 +166,24 @@ mod tests {
     use crate::warehouse::{PhaseTimes, RunCounts, RunId};
 
     fn report() -> RunReport {
-        RunReport {
-            day: NaiveDate::from_ymd_opt(2019, 6, 1).unwrap(),
-            run: RunId(7),
-            counts: RunCounts {
-                files: 2,
-                bytes: 300,
-                lines: 8,
-                events: 5,
-                duplicates: 1,
-                rejects: 2,
-                ..RunCounts::default()
-            },
-            phases: PhaseTimes {
-                merge: Duration::from_millis(1500),
-                total: Duration::from_millis(4250),
-                ..PhaseTimes::default()
-            },
-            from_lake: false,
-            copied_server_side: 0,
-            copied_through: 0,
-            already_archived: 0,
-            kept_from_lake: 0,
-            quarantine: None,
-            curated: None,
-            landing_deleted: 0,
-            refused: Vec::new(),
-            stale_temporaries_removed: 0,
-        }
+        let config = crate::run::RunConfig::new("landing", "lake", "postgres://");
+        let day = NaiveDate::from_ymd_opt(2019, 6, 1).unwrap();
+        let mut report = crate::run::new_report(&config, day, RunId(7), &[], true);
+        report.counts = RunCounts {
+            files: 2,
+            bytes: 300,
+            lines: 8,
+            events: 5,
+            duplicates: 1,
+            rejects: 2,
+            ..RunCounts::default()
+        };
+        report.phases = PhaseTimes {
+            merge: Duration::from_millis(1500),
+            total: Duration::from_millis(4250),
+            ..PhaseTimes::default()
+        };
+        report
     }
 
     /// What CloudWatch requires of an EMF line: `_aws` with a millisecond timestamp, every
