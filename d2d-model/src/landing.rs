@@ -318,6 +318,22 @@ pub fn decode<'a>(key: &str, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, DecodeErr
     decode_limited(key, bytes, MAX_DECODED_BYTES)
 }
 
+/// The decompressed bytes of a gzip stream read from `reader`, every member, as [`decode`]
+/// gives them for a whole object: for readers of objects too large to hold whole.
+///
+/// ```
+/// use std::io::Read;
+/// // `{}\n`, gzipped.
+/// let gz = [31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 171, 174, 229, 2, 0, 6, 176, 161, 221, 3, 0, 0, 0];
+/// let mut text = String::new();
+/// d2d_model::landing::gzip_reader(&gz[..]).read_to_string(&mut text)?;
+/// assert_eq!(text, "{}\n");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn gzip_reader<R: Read>(reader: R) -> impl Read {
+    flate2::read::MultiGzDecoder::new(reader)
+}
+
 /// [`decode`] with another limit on the decompressed size.
 pub fn decode_limited<'a>(
     key: &str,

@@ -181,6 +181,12 @@ fn parse_batched<T: Sync>(
     merger.out
 }
 
+/// The longest line the parser reads, in bytes (1 MiB; the feed's lines are a few hundred
+/// bytes). A longer line is refused unread as `line_too_long`, so that a reader of landing
+/// files can keep memory bounded whatever the input: it need never hold more than this of
+/// one line.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 /// Parses one line (without its line end) into an event.
 ///
 /// ```
@@ -194,6 +200,11 @@ pub fn parse_line(line: &[u8]) -> Result<Event, RejectReason> {
 }
 
 fn parse_line_with(line: &[u8], memo: &mut Memo) -> Result<Event, RejectReason> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(RejectReason::LineTooLong {
+            length: line.len() as u64,
+        });
+    }
     let text = std::str::from_utf8(line).map_err(|e| RejectReason::InvalidUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
@@ -237,14 +248,43 @@ pub fn parse_bytes_par(source: &str, bytes: &[u8]) -> Parsed {
     parse_split(source, bytes, CHUNK, batch_bytes())
 }
 
+/// Parses a piece of a larger input, cut at a line end, whose first line is line
+/// `first_line + 1` of the whole: [`parse_bytes_par`] with line numbers that continue the
+/// pieces before. Duplicates are dropped within the piece only; a reader that parses an input
+/// piece by piece drops those across pieces itself (the daily load does, as it does across
+/// files).
+///
+/// ```
+/// use d2d_model::parse::parse_piece;
+/// let p = parse_piece("big.txt", b"{}\n", 41);
+/// assert_eq!(p.rejects[0].to_string(), "big.txt:42: on: missing or null");
+/// ```
+pub fn parse_piece(source: &str, bytes: &[u8], first_line: u64) -> Parsed {
+    if !cfg!(feature = "parallel") || bytes.len() <= CHUNK {
+        return parse_chunk(&source.into(), bytes, first_line, &EventHasher::default()).parsed;
+    }
+    parse_split_from(source, bytes, first_line, CHUNK, batch_bytes())
+}
+
 /// [`parse_bytes_par`] with its sizes as parameters, so tests can use many small batches.
 fn parse_split(source: &str, bytes: &[u8], chunk: usize, batch_bytes: usize) -> Parsed {
+    parse_split_from(source, bytes, 0, chunk, batch_bytes)
+}
+
+/// [`parse_split`] of a piece whose first line is `first_line + 1`.
+fn parse_split_from(
+    source: &str,
+    bytes: &[u8],
+    first_line: u64,
+    chunk: usize,
+    batch_bytes: usize,
+) -> Parsed {
     let source: Arc<str> = source.into();
     let chunks = split_at_newlines(bytes, chunk);
     // Line numbers depend on the newlines before each chunk, which are cheap to count.
     let chunks: Vec<(&[u8], u64)> = chunks
         .into_iter()
-        .scan(0u64, |seen, c| {
+        .scan(first_line, |seen, c| {
             let first = *seen;
             *seen += memchr::memchr_iter(b'\n', c).count() as u64;
             Some((c, first))
@@ -853,6 +893,63 @@ mod tests {
         assert_eq!(seq, par);
         assert_eq!(seq.events.len(), 1000);
         assert_eq!(seq.duplicates, 7000);
+    }
+
+    #[test]
+    fn a_line_beyond_the_limit_is_refused_unread_and_one_at_it_is_read() {
+        // Padding inside the JSON: at the limit the line is a valid event.
+        let pad =
+            |n: usize| UPDATE.replacen('{', &format!("{{{}", " ".repeat(n - UPDATE.len())), 1);
+        let at_limit = pad(MAX_LINE_BYTES);
+        assert_eq!(at_limit.len(), MAX_LINE_BYTES);
+        assert!(parse_line(at_limit.as_bytes()).is_ok());
+        let over = pad(MAX_LINE_BYTES + 1);
+        let err = parse_line(over.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), "line_too_long");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "line of {} bytes, longer than the limit of 1048576 bytes",
+                MAX_LINE_BYTES + 1
+            )
+        );
+        // In a file, with a CRLF ending (not counted), between two events.
+        let input = format!(
+            "{UPDATE}\r\n{over}\r\n{}\n",
+            UPDATE.replace("52.45", "52.46")
+        );
+        let p = parse_bytes("f", input.as_bytes());
+        assert_eq!((p.lines, p.events.len(), p.rejects.len()), (3, 2, 1));
+        assert_eq!(p.rejects[0].line, 2);
+        assert_eq!(p.rejects[0].raw.len(), MAX_LINE_BYTES + 1);
+    }
+
+    #[test]
+    fn pieces_number_their_lines_after_the_ones_before() {
+        let mut input = String::new();
+        for i in 0..3000 {
+            input.push_str(&UPDATE.replace("10.101Z", &format!("10.{:03}Z", i % 1000)));
+            input.push('\n');
+            if i % 89 == 0 {
+                input.push_str("garbage\n\n");
+            }
+        }
+        let whole = parse_bytes("f", input.as_bytes());
+        // Cut at a line end past the middle; both pieces are above CHUNK, so parsed in parallel.
+        let cut = input[input.len() / 2..].find('\n').unwrap() + input.len() / 2 + 1;
+        let first = parse_piece("f", &input.as_bytes()[..cut], 0);
+        let lines_before = input[..cut].matches('\n').count() as u64;
+        let second = parse_piece("f", &input.as_bytes()[cut..], lines_before);
+        let rejects: Vec<_> = first
+            .rejects
+            .iter()
+            .chain(&second.rejects)
+            .cloned()
+            .collect();
+        assert_eq!(rejects, whole.rejects);
+        assert_eq!(first.lines + second.lines, whole.lines);
+        // Each piece drops its own duplicates; across pieces, merging drops the rest.
+        assert_eq!(Parsed::merge([first, second]), whole);
     }
 
     #[test]

@@ -65,12 +65,18 @@ pub enum RejectReason {
         /// What is wrong.
         error: TimestampError,
     },
+    /// The line is longer than [`crate::parse::MAX_LINE_BYTES`]: refused unread, so that
+    /// memory stays bounded whatever the input.
+    LineTooLong {
+        /// The line's length in bytes.
+        length: u64,
+    },
 }
 
 impl RejectReason {
     /// Every code [`RejectReason::code`] can return, in a stable order: the categories of a
     /// reject table, so that a count by code lists the codes that did not occur too.
-    pub const CODES: [&'static str; 11] = [
+    pub const CODES: [&'static str; 12] = [
         "invalid_utf8",
         "invalid_json",
         "not_an_object",
@@ -82,6 +88,7 @@ impl RejectReason {
         "invalid_coordinate",
         "finish_before_start",
         "invalid_timestamp",
+        "line_too_long",
     ];
 
     /// A short, stable code for counting rejects by kind (`missing_field`, `invalid_json`, ...).
@@ -104,6 +111,7 @@ impl RejectReason {
             } => "finish_before_start",
             Self::InvalidValue { .. } => "invalid_coordinate",
             Self::InvalidTimestamp { .. } => "invalid_timestamp",
+            Self::LineTooLong { .. } => "line_too_long",
         }
     }
 
@@ -142,6 +150,11 @@ impl fmt::Display for RejectReason {
                 value,
                 error,
             } => write!(f, "{field}: {value:?} {error}"),
+            Self::LineTooLong { length } => write!(
+                f,
+                "line of {length} bytes, longer than the limit of {} bytes",
+                crate::parse::MAX_LINE_BYTES
+            ),
         }
     }
 }
@@ -281,6 +294,7 @@ mod tests {
                 value: "x".into(),
                 error: TimestampError::Shape,
             },
+            RejectReason::LineTooLong { length: 1 << 30 },
         ];
         let codes: Vec<&str> = every.iter().map(RejectReason::code).collect();
         assert_eq!(codes, RejectReason::CODES);

@@ -65,11 +65,12 @@ use std::str::FromStr;
 use bytes::Bytes;
 use chrono::NaiveDate;
 use d2d_model::landing::{check_name, landing_order, LandingName, NameCheck};
-use d2d_model::reject::Reject;
+use d2d_model::reject::{Reject, RejectReason};
 use futures_util::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::lines::LongLine;
 use crate::scratch::FileKind;
 use crate::store::{check_key, hex, CopyMethod, ObjectMeta, Store, Unlisted};
 
@@ -549,6 +550,60 @@ async fn archive_in_service(
     Ok(Some(archived(size, sha, ArchiveAction::Copied(method))))
 }
 
+/// Landing objects up to this size (8 MiB) that pass through this process on their way to
+/// the lake are held in memory; larger ones go through a scratch file, so that memory does
+/// not follow the size of a file.
+const READ_WHOLE_BYTES: u64 = 8 << 20;
+
+/// A landing object's bytes on their way to the lake.
+enum Body {
+    Bytes(Bytes),
+    File(tempfile::NamedTempFile),
+}
+
+/// Copies the landing object `key` into a scratch file, in pieces: the file, its size and its
+/// SHA-256.
+async fn read_to_scratch(
+    landing: &Store,
+    key: &str,
+) -> Result<(tempfile::NamedTempFile, u64, [u8; 32])> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scratch_error = |op: &'static str, source: std::io::Error| Error::Io {
+        url: std::env::temp_dir().display().to_string(),
+        key: key.to_owned(),
+        op,
+        source,
+    };
+    let file = crate::scratch::file(FileKind::Archive).map_err(|e| scratch_error("create", e))?;
+    let mut out = tokio::fs::File::from_std(
+        file.as_file()
+            .try_clone()
+            .map_err(|e| scratch_error("create", e))?,
+    );
+    let mut reader = landing.get_reader(key).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(|source| Error::Io {
+            url: landing.url().to_owned(),
+            key: key.to_owned(),
+            op: "read",
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        out.write_all(&buf[..n])
+            .await
+            .map_err(|e| scratch_error("write", e))?;
+    }
+    out.flush().await.map_err(|e| scratch_error("write", e))?;
+    Ok((file, size, hasher.finalize().into()))
+}
+
 /// Archives by reading: the landing object's SHA-256 is computed here (from the bytes about
 /// to be written when the copy passes through this process, by a streaming read otherwise),
 /// and the lake copy is checked against it ([`Store::checksum`]: S3's record of the upload
@@ -569,13 +624,17 @@ async fn archive_by_reading(
         detail,
     };
     // Across services the bytes must pass through here anyway: read them once, hash and put
-    // them. Within a service the landing object is hashed by a streaming read instead.
+    // them, from memory when small, through a scratch file otherwise. Within a service the
+    // landing object is hashed by a streaming read instead.
     let (landing_size, landing_sha, body) = if server_side {
         let (size, sha) = landing.sha256(&object.key).await?;
         (size, sha, None)
-    } else {
+    } else if object.size <= READ_WHOLE_BYTES {
         let bytes = landing.get(&object.key).await?;
-        (bytes.len() as u64, sha256(&bytes), Some(bytes))
+        (bytes.len() as u64, sha256(&bytes), Some(Body::Bytes(bytes)))
+    } else {
+        let (file, size, sha) = read_to_scratch(landing, &object.key).await?;
+        (size, sha, Some(Body::File(file)))
     };
     if landing_size != object.size {
         return Err(verify_error(format!(
@@ -608,8 +667,12 @@ async fn archive_by_reading(
         tracing::warn!(lake_key, "{change}; replacing the lake object as allowed");
     }
     let method = match body {
-        Some(bytes) => {
+        Some(Body::Bytes(bytes)) => {
             lake.put(&lake_key, bytes).await?;
+            CopyMethod::GetPut
+        }
+        Some(Body::File(file)) => {
+            lake.put_file(&lake_key, file.path()).await?;
             CopyMethod::GetPut
         }
         None => lake.copy_from(landing, &object.key, &lake_key).await?,
@@ -869,9 +932,10 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// Bytes of a refused line kept in `etl.reject.raw` and in the quarantine's `raw` (4 KiB). A
-/// line can be of any size (a 100 MB line is one reject); its length and SHA-256 are kept
-/// beside the prefix, and the whole line stays in the lake's `raw/` copy of its file.
-pub const REJECT_RAW_BYTES: usize = 4096;
+/// line can be of any size (a 100 MB line is one reject, read past in bounded memory); its
+/// length and SHA-256 are kept beside the prefix, and the whole line stays in the lake's
+/// `raw/` copy of its file.
+pub const REJECT_RAW_BYTES: usize = crate::lines::KEPT_BYTES;
 
 /// The kept prefix of a refused line (at most [`REJECT_RAW_BYTES`]), its length in bytes and
 /// its SHA-256.
@@ -888,8 +952,8 @@ pub(crate) fn raw_line(raw: &[u8]) -> (&[u8], u64, [u8; 32]) {
 /// Each line is one JSON object: `source` (object key), `line` (1-based), `code` (stable, e.g.
 /// `missing_field`), `field` (dotted path or `null`), `reason` (the message), `raw` (the
 /// line's first [`REJECT_RAW_BYTES`] bytes as text, invalid UTF-8 replaced by U+FFFD),
-/// `raw_length` and `raw_sha256` (of the whole line) and, only when the line is not valid
-/// UTF-8, `raw_hex` (the exact bytes of that prefix). A file refused as a whole
+/// `raw_length` and `raw_sha256` (of the whole line) and, only when that prefix is not valid
+/// UTF-8 (so `raw` is not its exact bytes), `raw_hex` (the exact bytes of that prefix). A file refused as a whole
 /// ([`RefusedFile`]) is one object with `line` 0, an empty `raw` and no length or checksum.
 ///
 /// Memory stays bounded however many lines are refused: past [`Quarantine::SPILL_BYTES`] the
@@ -970,17 +1034,45 @@ impl Quarantine {
     /// Adds one refused line.
     pub fn push(&mut self, reject: &Reject) -> Result<()> {
         let (prefix, length, sha) = raw_line(&reject.raw);
+        self.push_refused(
+            &reject.source,
+            reject.line,
+            &reject.reason,
+            (prefix, length, sha),
+        )
+    }
+
+    /// Adds a line too long to be read whole, refused as `line_too_long`.
+    pub(crate) fn push_long(&mut self, source: &str, long: &LongLine) -> Result<()> {
+        let reason = RejectReason::LineTooLong {
+            length: long.length,
+        };
+        self.push_refused(
+            source,
+            long.line,
+            &reason,
+            (&long.prefix, long.length, long.sha256),
+        )
+    }
+
+    fn push_refused(
+        &mut self,
+        source: &str,
+        number: u64,
+        reason: &RejectReason,
+        (prefix, length, sha): (&[u8], u64, [u8; 32]),
+    ) -> Result<()> {
         let mut line = serde_json::json!({
-            "source": &*reject.source,
-            "line": reject.line,
-            "code": reject.reason.code(),
-            "field": reject.reason.field(),
-            "reason": reject.reason.to_string(),
+            "source": source,
+            "line": number,
+            "code": reason.code(),
+            "field": reason.field(),
+            "reason": reason.to_string(),
             "raw": String::from_utf8_lossy(prefix),
             "raw_length": length,
             "raw_sha256": hex(&sha),
         });
-        if std::str::from_utf8(&reject.raw).is_err() {
+        if std::str::from_utf8(prefix).is_err() {
             line["raw_hex"] = serde_json::Value::String(hex(prefix));
         }
         self.push_line(&line)

@@ -14,6 +14,7 @@ pub mod error;
 pub mod lake;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+mod lines;
 pub mod run;
 mod scratch;
 pub mod store;

@@ -113,9 +113,10 @@ pub struct RunConfig {
     pub db_connect_timeout: Option<Duration>,
     /// Files parsed together (one rayon batch).
     pub batch_files: usize,
-    /// Bytes parsed together at most (a single larger file still forms its own batch). The
-    /// load holds a few batches at once (read, parsed, being copied), so this bounds its
-    /// memory: about 8 × `batch_bytes` in all.
+    /// Bytes parsed together at most (a larger file is read from the lake in pieces of this
+    /// size, cut at line ends). The load holds a few batches at once (read, parsed, being
+    /// copied), so this bounds its memory, whatever the size of the files and of their lines:
+    /// about 8 × `batch_bytes` in all.
     pub batch_bytes: u64,
     /// Fail the day, before its merge commits, when refused lines exceed this share of its
     /// non-blank lines (`0.01` = 1 %); `None` (the default) accepts any share.

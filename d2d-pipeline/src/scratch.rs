@@ -1,6 +1,7 @@
 //! A run's scratch on local disk — the row spill (`d2d-rows-*/`), a back-fill's spool
 //! (`d2d-spool-*/`), the curated zone's Parquet being encoded (`d2d-curated-*.parquet`) and
-//! the quarantine's overflow (`d2d-quarantine-*.ndjson`) — and the sweep that removes what a
+//! the quarantine's overflow (`d2d-quarantine-*.ndjson`), a large landing file on its way
+//! between two storage services (`d2d-archive-*.part`) — and the sweep that removes what a
 //! killed process left of it.
 //!
 //! Each is held, while its owner lives, by an exclusive `flock` (`File::try_lock`): on a
@@ -41,15 +42,18 @@ pub(crate) enum FileKind {
     Curated,
     /// The quarantine's lines beyond what it keeps in memory (`lake`).
     Quarantine,
+    /// A large landing file copied between storage services (`lake`).
+    Archive,
 }
 
 impl FileKind {
-    const ALL: [FileKind; 2] = [FileKind::Curated, FileKind::Quarantine];
+    const ALL: [FileKind; 3] = [FileKind::Curated, FileKind::Quarantine, FileKind::Archive];
 
     fn affixes(self) -> (&'static str, &'static str) {
         match self {
             FileKind::Curated => ("d2d-curated-", ".parquet"),
             FileKind::Quarantine => ("d2d-quarantine-", ".ndjson"),
+            FileKind::Archive => ("d2d-archive-", ".part"),
         }
     }
 }

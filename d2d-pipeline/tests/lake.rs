@@ -606,3 +606,45 @@ async fn quarantine_is_replaced_per_day_s3() {
     let Some(options) = s3_options() else { return };
     quarantine_round_trip(&s3_store(&options, "d2d-lake-tests", "quarantine").await).await;
 }
+
+/// A landing file larger than what the archive holds in memory goes from one service to the
+/// other through a scratch file, both ways: the lake copy is the same bytes, verified, and
+/// the scratch file is gone after.
+#[tokio::test]
+async fn a_large_file_crosses_services_through_a_scratch_file() {
+    let Some(options) = s3_options() else { return };
+    let key = "data/2019-06-01-9-0-0-events.txt";
+    // 20 MiB, above the 8 MiB read whole, and no two lines alike.
+    let body: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("{i:0>104}\n").into_bytes())
+        .collect();
+    let scratch = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("d2d-archive-"))
+            .count()
+    };
+    let (_dir, local) = local_store("large");
+    local.put(key, Bytes::from(body.clone())).await.unwrap();
+    let s3 = s3_store(&options, "d2d-lake-tests", "large").await;
+    let (_lake_dir, local_lake) = local_store("large-lake");
+    for (landing, lake) in [(&local, &s3), (&s3, &local_lake)] {
+        if landing.is_s3() {
+            landing.put(key, Bytes::from(body.clone())).await.unwrap();
+        }
+        let selected = lake::list_day(landing, day(), &DayLayout::Scan)
+            .await
+            .unwrap();
+        let archived = lake::archive_day(landing, lake, day(), &selected, &FAST, &no_progress)
+            .await
+            .unwrap();
+        assert_eq!(
+            archived[0].action,
+            ArchiveAction::Copied(CopyMethod::GetPut)
+        );
+        assert_eq!(archived[0].sha256, <[u8; 32]>::from(Sha256::digest(&body)));
+        assert_eq!(lake.get(&archived[0].lake_key).await.unwrap(), body);
+        assert_eq!(scratch(), 0, "the scratch file is removed");
+    }
+}

@@ -19,7 +19,7 @@ import d2d
 REJECT_CODES = [
     "invalid_utf8", "invalid_json", "not_an_object", "invalid_type", "duplicate_field",
     "missing_field", "unknown_kind", "invalid_id", "invalid_coordinate", "finish_before_start",
-    "invalid_timestamp",
+    "invalid_timestamp", "line_too_long",
 ]  # fmt: skip
 
 # The warehouse's names (d2d-pipeline/SCHEMA.md): dwh.fact_vehicle_event and

@@ -35,6 +35,7 @@ use d2d_model::distance::DistanceOptions;
 use d2d_model::event::EventKind;
 use d2d_model::landing::LandingName;
 use d2d_model::parse::Parsed;
+use d2d_model::reject::RejectReason;
 use futures_util::SinkExt;
 use postgres_types::{IsNull, ToSql, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,6 +49,7 @@ use super::spill::{DayRows, DaySpill, RowRef};
 use super::vehicle_day::{Position, Seen, VehicleDay};
 use crate::error::{Error, Result};
 use crate::lake::{raw_line, RefusedFile, REJECT_RAW_BYTES};
+use crate::lines::LongLine;
 use crate::scratch::{DirKind, ScratchDir};
 use crate::store::hex;
 
@@ -426,16 +428,30 @@ impl<'a> DayLoad<'a> {
     /// ([`d2d_model::landing::landing_order`]) is kept, and reading them in that order (as the
     /// daily run does) is what keeps the memory flat.
     pub async fn add_file(&mut self, key: &str, parsed: &Parsed) -> Result<()> {
+        self.open_file(key)?;
+        self.add_piece(key, parsed).await
+    }
+
+    /// Starts a file read in pieces: [`DayLoad::add_piece`] and [`DayLoad::add_long_line`]
+    /// then add its lines, in order. Together they stage what [`DayLoad::add_file`] stages
+    /// of the whole file; the events a later piece repeats from an earlier one are dropped
+    /// by the merge, as those a later file repeats are.
+    pub(crate) fn open_file(&mut self, key: &str) -> Result<()> {
         if !self.sources.insert(key.to_owned()) {
             return Err(Error::DuplicateSource {
                 key: key.to_owned(),
                 day: self.day,
             });
         }
+        self.report.files += 1;
+        Ok(())
+    }
+
+    /// Stages the lines of a piece of the file `key`, opened with [`DayLoad::open_file`].
+    pub(crate) async fn add_piece(&mut self, key: &str, parsed: &Parsed) -> Result<()> {
         let source_time = LandingName::parse(key).map(|n| n.datetime());
         let position_key: Arc<str> = Arc::from(key);
         let source_key = pg_text(key);
-        self.report.files += 1;
         self.report.lines += parsed.lines;
         self.report.duplicates += parsed.duplicates;
         self.report.events += parsed.events.len() as u64;
@@ -513,21 +529,46 @@ impl<'a> DayLoad<'a> {
             }
         }
         for reject in &parsed.rejects {
-            let (prefix, length, sha) = raw_line(&reject.raw);
-            self.rejects.push(RejectRow {
-                source_key: source_key.clone(),
-                source_time,
-                line: line_number(key, reject.line)?,
-                code: reject.reason.code(),
-                field: reject.reason.field().map(pg_text),
-                reason: pg_text(&reject.reason.to_string()),
-                raw: bounded_text(prefix),
-                raw_length: Some(i64::try_from(length).unwrap_or(i64::MAX)),
-                raw_sha256: Some(hex(&sha)),
-            });
-            if self.rejects.len() >= BATCH_ROWS {
-                self.flush_rejects().await?;
-            }
+            let raw = raw_line(&reject.raw);
+            self.stage_reject(key, reject.line, &reject.reason, raw)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stages a line of the file `key` too long to be read whole, refused as
+    /// `line_too_long`.
+    pub(crate) async fn add_long_line(&mut self, key: &str, long: &LongLine) -> Result<()> {
+        self.report.lines += 1;
+        self.report.rejects += 1;
+        let reason = RejectReason::LineTooLong {
+            length: long.length,
+        };
+        let raw = (&long.prefix[..], long.length, long.sha256);
+        self.stage_reject(key, long.line, &reason, raw).await
+    }
+
+    /// Stages a refused line: what is kept of it (prefix, length, SHA-256) and why.
+    async fn stage_reject(
+        &mut self,
+        key: &str,
+        line: u64,
+        reason: &RejectReason,
+        (prefix, length, sha): (&[u8], u64, [u8; 32]),
+    ) -> Result<()> {
+        self.rejects.push(RejectRow {
+            source_key: pg_text(key),
+            source_time: LandingName::parse(key).map(|n| n.datetime()),
+            line: line_number(key, line)?,
+            code: reason.code(),
+            field: reason.field().map(pg_text),
+            reason: pg_text(&reason.to_string()),
+            raw: bounded_text(prefix),
+            raw_length: Some(i64::try_from(length).unwrap_or(i64::MAX)),
+            raw_sha256: Some(hex(&sha)),
+        });
+        if self.rejects.len() >= BATCH_ROWS {
+            self.flush_rejects().await?;
         }
         Ok(())
     }
