@@ -82,17 +82,20 @@ impl<R: Read> Pieces<R> {
 
     /// The next piece, or `None` at the end of the input.
     pub fn next_piece(&mut self) -> io::Result<Option<Piece>> {
+        // A line is too long once its bytes pass the limit by more than a `\r`, which the
+        // parser does not count as the line's.
+        const TOO_LONG: usize = MAX_LINE_BYTES + 1;
         loop {
             self.search();
             let unterminated = self.buf.len() - self.last_end.map_or(0, |i| i + 1);
             match self.last_end {
-                None if self.buf.len() > MAX_LINE_BYTES => {
+                None if self.buf.len() > TOO_LONG => {
                     if let Some(long) = self.read_past_line()? {
                         return Ok(Some(Piece::Long(long)));
                     }
                 }
                 // The lines before a last line too long to pass on.
-                Some(i) if self.eof && unterminated > MAX_LINE_BYTES => {
+                Some(i) if self.eof && unterminated > TOO_LONG => {
                     return Ok(Some(self.take(i + 1)))
                 }
                 Some(i) if self.buf.len() >= self.target => return Ok(Some(self.take(i + 1))),
@@ -307,9 +310,15 @@ mod tests {
                     input.push(b'\r');
                 }
                 400 => input.extend_from_slice(&vec![b'y'; MAX_LINE_BYTES]),
+                // At the limit but for its \r: read, not refused.
+                500 => {
+                    input.extend_from_slice(EVENT.as_bytes());
+                    input.extend_from_slice(&vec![b' '; MAX_LINE_BYTES - EVENT.len()]);
+                    input.push(b'\r');
+                }
                 _ => {}
             }
-            if (100..=400).contains(&i) && i % 100 == 0 {
+            if (100..=500).contains(&i) && i % 100 == 0 {
                 input.push(b'\n');
             }
             if i % 501 == 0 {
@@ -359,6 +368,26 @@ mod tests {
             }
         }
         assert!(pieces(b"", 10, 10).is_empty());
+    }
+
+    #[test]
+    fn a_line_at_the_limit_with_its_cr_cut_from_its_lf_is_read() {
+        // Reads are 64 KiB from the start: a first line of 65,535 bytes puts the next line's
+        // \n at a read's start, so its \r ends the bytes read before it.
+        let mut input = vec![b'x'; READ_BYTES - 2];
+        input.push(b'\n');
+        input.extend_from_slice(EVENT.as_bytes());
+        input.extend_from_slice(&vec![b' '; MAX_LINE_BYTES - EVENT.len()]);
+        input.extend_from_slice(b"\r\n");
+        assert_eq!((input.len() - 1) % READ_BYTES, 0);
+        let (mut expected, expected_kept) = whole(&input);
+        expected.rejects.clear();
+        assert_eq!(
+            expected.events.len(),
+            1,
+            "the parser reads a line at the limit"
+        );
+        assert_eq!(pieced(&input, 1, READ_BYTES), (expected, expected_kept));
     }
 
     #[test]
