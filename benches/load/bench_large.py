@@ -39,10 +39,11 @@ def write_fixes(out, start: int, size: int) -> int:
     """Writes fixes from number ``start`` until ``size`` bytes; returns the next number."""
     written, i = 0, start
     while written < size:
-        chunk = b"".join(fix(j) for j in range(i, i + 10_000))
+        n = min(10_000, (size - written) // 200 + 1)
+        chunk = b"".join(fix(j) for j in range(i, i + n))
         out.write(chunk)
         written += len(chunk)
-        i += 10_000
+        i += n
     return i
 
 
