@@ -266,6 +266,21 @@ pub fn parse_piece(source: &str, bytes: &[u8], first_line: u64) -> Parsed {
     parse_split_from(source, bytes, first_line, CHUNK, batch_bytes())
 }
 
+/// Parses a piece of a larger input as [`parse_piece`] does, on the calling thread, but keeps
+/// every valid line as an event, repeats included (`duplicates` is 0): for engines that cut an
+/// input anywhere and then apply the duplicate rule (the first of equal events in landing
+/// order stays) over the whole, so that what a piece gives does not depend on the cuts.
+///
+/// ```
+/// use d2d_model::parse::parse_every_line;
+/// let line = r#"{"event":"register","on":"vehicle","at":"2019-06-01T18:17:04Z","data":{"id":"v1"},"organization_id":"o"}"#;
+/// let p = parse_every_line("big.txt", format!("{line}\n{line}\n").as_bytes(), 10);
+/// assert_eq!((p.events.len(), p.duplicates, p.events[1].line), (2, 0, 12));
+/// ```
+pub fn parse_every_line(source: &str, bytes: &[u8], first_line: u64) -> Parsed {
+    parse_lines(&source.into(), bytes, first_line, None).parsed
+}
+
 /// [`parse_bytes_par`] with its sizes as parameters, so tests can use many small batches.
 fn parse_split(source: &str, bytes: &[u8], chunk: usize, batch_bytes: usize) -> Parsed {
     parse_split_from(source, bytes, 0, chunk, batch_bytes)
@@ -354,6 +369,17 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Parses and de-duplicates lines; `first_line` is the number of lines before `bytes`.
 fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64, hasher: &EventHasher) -> Part {
+    parse_lines(source, bytes, first_line, Some(hasher))
+}
+
+/// Parses lines, de-duplicating them with `hasher` when there is one, keeping every valid
+/// line otherwise; `first_line` is the number of lines before `bytes`.
+fn parse_lines(
+    source: &Arc<str>,
+    bytes: &[u8],
+    first_line: u64,
+    hasher: Option<&EventHasher>,
+) -> Part {
     let mut out = Parsed::default();
     let mut hashes = Vec::new();
     let mut seen = Seen::default();
@@ -366,6 +392,14 @@ fn parse_chunk(source: &Arc<str>, bytes: &[u8], first_line: u64, hasher: &EventH
         out.lines += 1;
         match parse_line_with(line, &mut memo) {
             Ok(event) => {
+                let Some(hasher) = hasher else {
+                    out.events.push(Record {
+                        source: source.clone(),
+                        line: number,
+                        event,
+                    });
+                    continue;
+                };
                 let hash = hasher.hash_one(&event);
                 if seen.is_new(hash, &event, &out.events) {
                     hashes.push(hash);
@@ -950,6 +984,22 @@ mod tests {
         assert_eq!(first.lines + second.lines, whole.lines);
         // Each piece drops its own duplicates; across pieces, merging drops the rest.
         assert_eq!(Parsed::merge([first, second]), whole);
+    }
+
+    #[test]
+    fn every_line_keeps_the_repeats_that_merging_drops() {
+        let mut input = String::new();
+        for i in 0..500 {
+            input.push_str(&UPDATE.replace("10.101Z", &format!("10.{:03}Z", i % 90)));
+            input.push_str(if i % 7 == 0 { "\r\n" } else { "\n" });
+            if i % 61 == 0 {
+                input.push_str("garbage\n\n");
+            }
+        }
+        let every = parse_every_line("f", input.as_bytes(), 0);
+        assert_eq!((every.events.len(), every.duplicates), (500, 0));
+        assert_eq!(every.lines, 500 + every.rejects.len() as u64);
+        assert_eq!(Parsed::merge([every]), parse_bytes("f", input.as_bytes()));
     }
 
     #[test]

@@ -223,6 +223,46 @@ fn parse_line(raw: &Bound<'_, PyAny>, source: &str, line: u64) -> PyResult<event
         })
 }
 
+/// Parses ``data``: a whole object (``whole=True``, decompressed first when it is gzip, as the
+/// daily run decompresses it) or a piece of one cut at line ends whose first line is line
+/// ``first_line + 1``. Every valid line is an event, repeats included, so that the result does
+/// not depend on where an input was cut; the duplicate rule is the caller's.
+///
+/// Returns ``(events, rejects, lines)``: two ``ArrowTable``s and the non-blank lines read.
+#[pyfunction]
+#[pyo3(signature = (name, data, *, first_line = 0, whole = true))]
+fn parse_range<'py>(
+    py: Python<'py>,
+    name: &str,
+    data: &Bound<'py, PyBytes>,
+    first_line: u64,
+    whole: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let data = data.as_bytes();
+    let parsed = py.detach(|| -> Result<_, Error> {
+        let text = if whole {
+            d2d_model::landing::decode(name, data).map_err(|e| Error::Io {
+                path: name.into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?
+        } else {
+            std::borrow::Cow::Borrowed(data)
+        };
+        let parsed = d2d_model::parse::parse_every_line(name, &text, first_line);
+        let events = d2d_model::columnar::events(&parsed.events)?;
+        let rejects = d2d_model::columnar::rejects(&parsed.rejects)?;
+        Ok((events, rejects, parsed.lines))
+    })?;
+    let (events, rejects, lines) = parsed;
+    (
+        columns::ArrowTable::from(events),
+        columns::ArrowTable::from(rejects),
+        lines,
+    )
+        .into_pyobject(py)
+        .map(Bound::into_any)
+}
+
 /// The native half of the ``d2d`` package; import ``d2d``, not this.
 #[pymodule]
 fn _d2d(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -236,6 +276,7 @@ fn _d2d(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(data_check, m)?)?;
     m.add_function(wrap_pyfunction!(distances, m)?)?;
     m.add_function(wrap_pyfunction!(parse_line, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_range, m)?)?;
     m.add_function(wrap_pyfunction!(walk, m)?)?;
     m.add_function(wrap_pyfunction!(landing_order, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -22,6 +22,7 @@ __all__ = [
     "distances",
     "landing_order",
     "parse_line",
+    "parse_range",
     "read_events",
     "walk",
 ]
@@ -116,6 +117,9 @@ def distances(
     progress: _Progress = None,
     total: int | None = None,
 ) -> tuple[ArrowTable, dict[str, int]]: ...
+def parse_range(
+    name: str, data: bytes, *, first_line: int = 0, whole: bool = True
+) -> tuple[ArrowTable, ArrowTable, int]: ...
 def walk(folder: str) -> tuple[list[str], list[str]]: ...
 def landing_order(names: list[str], *, only_event_files: bool) -> tuple[list[str], list[str]]: ...
 def parse_line(raw: bytes | str, *, source: str = "<line>", line: int = 1) -> Event:
