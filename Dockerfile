@@ -9,8 +9,9 @@
 # and variables the job has.
 #
 # Off a terminal the job writes JSON log lines; its exit status says whether the day loaded.
-# Note: no container engine runs on the machines this project is developed and tested on, so
-# this file is not built in CI.
+# CI builds the runtime stage below as it is, with podman, the `build` stage replaced by the
+# binaries cargo built (`--build-context build=DIR`, the binaries where that stage leaves
+# them), and runs it against the test services: scripts/test-container, tests/container.rs.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

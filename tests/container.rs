@@ -1,0 +1,343 @@
+//! The image users get, run as they run it: `scripts/test-container` builds the Dockerfile's
+//! runtime stage with podman (its base made with debootstrap, its build stage replaced by the
+//! binaries cargo built) and names it in `D2D_CONTAINER_IMAGE`; these tests run it against
+//! the test PostgreSQL servers. Without that variable they say so and stop (the plain
+//! `cargo test` step of `scripts/test` runs before the image exists).
+//!
+//! The job loads the sample day as the host's binary does, as the unprivileged user the
+//! Dockerfile sets; a failing run exits 1 with its JSON log on stderr; `podman stop`'s
+//! SIGTERM ends a run as `abandoned`, exit 143; `verify-full` TLS to PostgreSQL works from
+//! inside; the image holds CA certificates and no secrets.
+
+// Tests fail loudly on purpose: an unwrap here is an assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use d2d::pipeline::warehouse::Warehouse;
+use d2d_testkit::{example, landing_dir, unique_tag, TempDir, TestDb};
+
+/// The image under test, or `None` (and a note) when no script built one.
+fn image() -> Option<String> {
+    let image = std::env::var("D2D_CONTAINER_IMAGE").ok();
+    if image.is_none() {
+        eprintln!("SKIPPED: D2D_CONTAINER_IMAGE is unset; scripts/test-container builds the image and sets it");
+    }
+    image
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("podman runs: {e}"))
+}
+
+/// A container of the tests: removed when dropped, whatever the test's outcome.
+struct Named(String);
+
+impl Named {
+    fn new(what: &str) -> Self {
+        Named(format!("d2d-test-{what}-{}", unique_tag()))
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = podman(&["rm", "--force", "--time", "0", &self.0]);
+    }
+}
+
+/// `podman run` of the image on the host's network (the test servers listen on 127.0.0.1),
+/// with `env` and `mounts` (`host:container[:ro]`), the entrypoint `binary` and `args`.
+fn run(
+    image: &str,
+    name: &Named,
+    binary: &str,
+    env: &[(&str, &str)],
+    mounts: &[String],
+    args: &[&str],
+) -> Output {
+    let mut cmd: Vec<String> = ["run", "--name", &name.0, "--network", "host"]
+        .map(String::from)
+        .to_vec();
+    cmd.extend(["--entrypoint".into(), binary.into()]);
+    for (k, v) in env {
+        cmd.extend(["--env".into(), format!("{k}={v}")]);
+    }
+    for m in mounts {
+        cmd.extend(["--volume".into(), m.clone()]);
+    }
+    cmd.push(image.into());
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    let out = podman(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
+    let _ = podman(&["rm", "--force", &name.0]);
+    out
+}
+
+/// A lake folder the image's user (65534) may write.
+fn lake_dir(tag: &str) -> TempDir {
+    let lake = TempDir::new(tag);
+    std::fs::set_permissions(lake.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    lake
+}
+
+async fn bi_answer(wh: &Warehouse) -> Vec<(String, i64, f64)> {
+    wh.client()
+        .query(
+            "SELECT operating_period_id, vehicles::bigint, avg_metres::float8
+               FROM bi.avg_distance_per_operating_period ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+fn landing_mount() -> String {
+    format!("{}:/landing:ro", landing_dir().display())
+}
+
+#[tokio::test]
+async fn the_image_loads_the_sample_day_as_the_host_binary_does() {
+    let Some(image) = image() else { return };
+    let db = TestDb::create_tagged("ctr").await;
+    let lake = lake_dir("ctr-lake");
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let mounts = [landing_mount(), format!("{}:/lake", lake.path().display())];
+
+    let out = run(
+        &image,
+        &Named::new("setup"),
+        "setup_warehouse",
+        &env,
+        &[],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        &image,
+        &Named::new("load"),
+        "daily_load",
+        &env,
+        &mounts,
+        &[
+            "--date",
+            "2019-06-01",
+            "--landing",
+            "/landing",
+            "--lake",
+            "/lake",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("d2d daily load of 2019-06-01 — run 1 succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The host's own binary, on another database: the same answer.
+    let host_db = TestDb::create_tagged("ctr_host").await;
+    let host_lake = TempDir::new("ctr-host-lake");
+    for (binary, args) in [
+        ("setup_warehouse", vec![]),
+        (
+            "daily_load",
+            vec![
+                "--date".to_owned(),
+                "2019-06-01".to_owned(),
+                "--landing".to_owned(),
+                landing_dir().display().to_string(),
+                "--lake".to_owned(),
+                host_lake.path().display().to_string(),
+            ],
+        ),
+    ] {
+        let out = Command::new(example(binary))
+            .args(&args)
+            .env("DATABASE_URL", &host_db.url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let (wh, host_wh) = (db.connect().await, host_db.connect().await);
+    let answer = bi_answer(&wh).await;
+    assert_eq!(answer.len(), 2, "the sample day's two periods: {answer:?}");
+    assert_eq!(answer, bi_answer(&host_wh).await);
+    assert_eq!(
+        wh.dwh_checksums().await.unwrap(),
+        host_wh.dwh_checksums().await.unwrap()
+    );
+
+    // Written by the Dockerfile's user, not root.
+    let archived = lake.path().join("raw/dt=2019-06-01");
+    let meta = std::fs::metadata(&archived).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+}
+
+#[tokio::test]
+async fn a_failing_run_exits_1_with_its_json_log_on_stderr() {
+    let Some(image) = image() else { return };
+    let lake = lake_dir("ctr-fail-lake");
+    let out = run(
+        &image,
+        &Named::new("fail"),
+        "daily_load",
+        // Nothing listens on port 1.
+        &[("DATABASE_URL", "postgres://d2d:d2d@127.0.0.1:1/d2d")],
+        &[landing_mount(), format!("{}:/lake", lake.path().display())],
+        &[
+            "--date",
+            "2019-06-01",
+            "--landing",
+            "/landing",
+            "--lake",
+            "/lake",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // The JSON log lines (the run's, then its CloudWatch metrics line), then the failure
+    // summary for whoever reads the container's log by eye.
+    let stderr = text(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .take_while(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    assert!(stderr.contains("d2d daily_load FAILED"), "{stderr}");
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"),
+        "an ERROR line names the failure:\n{stderr}"
+    );
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(
+        !stderr.contains("d2d:d2d@"),
+        "no password in the log: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn podman_stop_ends_a_run_as_abandoned_with_exit_143() {
+    let Some(image) = image() else { return };
+    let db = TestDb::create_tagged("ctr_stop").await;
+    let lake = lake_dir("ctr-stop-lake");
+    let out = run(
+        &image,
+        &Named::new("stop-setup"),
+        "setup_warehouse",
+        &[("DATABASE_URL", &db.url)],
+        &[],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The image's binaries are the tests' debug builds: the test-only pause holds the run in
+    // its load phase until the stop comes.
+    let name = Named::new("stop");
+    let lake_mount = format!("{}:/lake", lake.path().display());
+    let env_url = format!("DATABASE_URL={}", db.url);
+    let out = podman(&[
+        "run",
+        "--detach",
+        "--name",
+        &name.0,
+        "--network",
+        "host",
+        "--env",
+        &env_url,
+        "--env",
+        "D2D_TEST_PAUSE_AT=load",
+        "--volume",
+        &landing_mount(),
+        "--volume",
+        &lake_mount,
+        &image,
+        "--date",
+        "2019-06-01",
+        "--landing",
+        "/landing",
+        "--lake",
+        "/lake",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started = Instant::now();
+    loop {
+        let logs = podman(&["logs", &name.0]);
+        if text(&logs.stderr).contains("paused at load") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run never reached its load phase:\n{}",
+            text(&logs.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = podman(&["stop", "--time", "30", &name.0]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = podman(&["inspect", "--format", "{{.State.ExitCode}}", &name.0]);
+    assert_eq!(text(&out.stdout).trim(), "143", "{}", text(&out.stderr));
+
+    let wh = db.connect().await;
+    let row = wh
+        .client()
+        .query_one("SELECT status, phase FROM etl.load_run", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, Option<String>>(1)),
+        ("abandoned".to_owned(), Some("load".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn verify_full_tls_works_inside_and_the_image_holds_ca_certificates_and_no_secrets() {
+    let Some(image) = image() else { return };
+    let tls = std::env::var("D2D_TLS_DATABASE_URL")
+        .expect("D2D_TLS_DATABASE_URL names the TLS-only test server (scripts/services)");
+    let ca = std::env::var("D2D_TLS_CA").expect("D2D_TLS_CA names its CA (scripts/services)");
+    assert!(tls.contains("sslmode=verify-full"), "{tls}");
+    let db = TestDb::create_on(&tls, "ctr_tls").await;
+    // The URL names the CA by its host path: mounted at the same path inside.
+    let out = run(
+        &image,
+        &Named::new("tls"),
+        "setup_warehouse",
+        &[("DATABASE_URL", &db.url)],
+        &[format!("{ca}:{ca}:ro")],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run(
+        &image,
+        &Named::new("certs"),
+        "/bin/sh",
+        &[],
+        &[],
+        &["-c", "test -s /etc/ssl/certs/ca-certificates.crt && id -u"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "65534");
+
+    let out = podman(&["image", "inspect", "--format", "{{json .Config}}", &image]);
+    let config = text(&out.stdout);
+    let history = text(&podman(&["history", "--no-trunc", &image]).stdout);
+    for secret in ["DATABASE_URL", "PASSWORD", "AWS_SECRET", "d2d:d2d"] {
+        assert!(
+            !config.contains(secret),
+            "{secret} in the image's config: {config}"
+        );
+        assert!(!history.contains(secret), "{secret} in the image's history");
+    }
+}
