@@ -341,3 +341,177 @@ async fn verify_full_tls_works_inside_and_the_image_holds_ca_certificates_and_no
         assert!(!history.contains(secret), "{secret} in the image's history");
     }
 }
+
+/// A free port on 127.0.0.1 for the stack to publish (the test servers hold the defaults).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// compose.yaml's stack, brought down (volumes and network too) when dropped.
+struct Stack {
+    project: String,
+    override_file: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Stack {
+    fn compose(&self, args: &[&str]) -> Output {
+        Command::new("podman-compose")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "-p",
+                &self.project,
+                "-f",
+                "compose.yaml",
+                "-f",
+                &self.override_file,
+            ])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap_or_else(|e| panic!("podman-compose runs: {e}"))
+    }
+
+    fn container(&self, service: &str) -> String {
+        format!("{}_{service}_1", self.project)
+    }
+
+    fn down(&self) -> Output {
+        let out = self.compose(&["down", "-v", "-t", "1"]);
+        // podman-compose 1.0 leaves the project's network behind.
+        let _ = podman(&["network", "rm", &format!("{}_default", self.project)]);
+        out
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+/// compose.yaml up and down, with the images that cannot be pulled here stood in for
+/// (`tests/containers/compose.test.yaml`, named by `D2D_COMPOSE_OVERRIDE`): the set-up and
+/// the sample upload run once, the scheduled job's container loads the day, its answer is the
+/// host binary's, and `down` leaves no container, volume or network of the stack.
+#[tokio::test]
+async fn compose_yaml_comes_up_loads_the_day_and_goes_down() {
+    let Some(image) = image() else { return };
+    let Ok(override_file) = std::env::var("D2D_COMPOSE_OVERRIDE") else {
+        eprintln!("SKIPPED: D2D_COMPOSE_OVERRIDE is unset; scripts/test-container sets it");
+        return;
+    };
+    let pg_port = free_port();
+    let stack = Stack {
+        project: format!("d2d-test-stack-{}", std::process::id()),
+        override_file,
+        env: vec![
+            ("D2D_TEST_IMAGE", image.clone()),
+            ("COMPOSE_PG_PORT", pg_port.to_string()),
+            ("COMPOSE_S3_PORT", free_port().to_string()),
+        ],
+    };
+    // podman 4.3 cannot wait for `service_healthy`: the database and the S3 server first,
+    // until PostgreSQL's own health check passes, then the rest as compose.yaml orders it.
+    let out = stack.compose(&["up", "-d", "--no-build", "postgres", "s3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started = Instant::now();
+    let postgres = stack.container("postgres");
+    while !podman(&[
+        "exec",
+        &postgres,
+        "pg_isready",
+        "-U",
+        "d2d",
+        "-d",
+        "d2d",
+        "-q",
+    ])
+    .status
+    .success()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "PostgreSQL never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let out = stack.compose(&["up", "-d", "--no-build"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = podman(&[
+        "wait",
+        &stack.container("setup"),
+        &stack.container("sample"),
+    ]);
+    assert_eq!(
+        text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"]
+    );
+
+    // The day, loaded now by the scheduled job's container, with its environment.
+    let out = podman(&[
+        "exec",
+        &stack.container("daily"),
+        "daily_load",
+        "--date",
+        "2019-06-01",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("d2d daily load of 2019-06-01 — run 1 succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+    let url = format!("postgres://d2d:d2d@127.0.0.1:{pg_port}/d2d");
+    let answer = bi_answer(&Warehouse::connect(&url).await.unwrap()).await;
+
+    let host_db = TestDb::create_tagged("ctr_stack_host").await;
+    let host_lake = TempDir::new("ctr-stack-host-lake");
+    for args in [
+        vec!["setup_warehouse"],
+        vec!["daily_load", "--date", "2019-06-01", "--landing"],
+    ] {
+        let mut cmd = Command::new(example(args[0]));
+        cmd.args(&args[1..]).env("DATABASE_URL", &host_db.url);
+        if args[0] == "daily_load" {
+            cmd.arg(landing_dir()).arg("--lake").arg(host_lake.path());
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    assert_eq!(answer, bi_answer(&host_db.connect().await).await);
+    assert_eq!(answer.len(), 2, "{answer:?}");
+
+    let listed = |kind: &str| {
+        let format = if kind == "container" {
+            "{{.Names}}"
+        } else {
+            "{{.Name}}"
+        };
+        let mut args = vec![kind, "ls", "--format", format];
+        if kind == "container" {
+            args.push("--all");
+        }
+        text(&podman(&args).stdout)
+    };
+    let kinds = ["container", "volume", "network"];
+    for kind in kinds {
+        assert!(
+            listed(kind).contains(&stack.project),
+            "the stack has {kind}s"
+        );
+    }
+    let out = stack.down();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for kind in kinds {
+        let names = listed(kind);
+        assert!(
+            !names.contains(&stack.project),
+            "{kind}s of the stack left: {names}"
+        );
+    }
+}
