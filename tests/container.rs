@@ -102,6 +102,25 @@ async fn bi_answer(wh: &Warehouse) -> Vec<(String, i64, f64)> {
         .collect()
 }
 
+/// The sample day loaded by the host's own binaries into a fresh database: the reference the
+/// image's runs are held to.
+async fn host_load(tag: &str) -> (TestDb, Warehouse) {
+    let db = TestDb::create_tagged(tag).await;
+    let lake = TempDir::new(&format!("{tag}-lake"));
+    let day = ["--date", "2019-06-01", "--landing"];
+    for (binary, args) in [("setup_warehouse", &[][..]), ("daily_load", &day[..])] {
+        let mut cmd = Command::new(example(binary));
+        cmd.args(args).env("DATABASE_URL", &db.url);
+        if binary == "daily_load" {
+            cmd.arg(landing_dir()).arg("--lake").arg(lake.path());
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let wh = db.connect().await;
+    (db, wh)
+}
+
 fn landing_mount() -> String {
     format!("{}:/landing:ro", landing_dir().display())
 }
@@ -146,30 +165,8 @@ async fn the_image_loads_the_sample_day_as_the_host_binary_does() {
     );
 
     // The host's own binary, on another database: the same answer.
-    let host_db = TestDb::create_tagged("ctr_host").await;
-    let host_lake = TempDir::new("ctr-host-lake");
-    for (binary, args) in [
-        ("setup_warehouse", vec![]),
-        (
-            "daily_load",
-            vec![
-                "--date".to_owned(),
-                "2019-06-01".to_owned(),
-                "--landing".to_owned(),
-                landing_dir().display().to_string(),
-                "--lake".to_owned(),
-                host_lake.path().display().to_string(),
-            ],
-        ),
-    ] {
-        let out = Command::new(example(binary))
-            .args(&args)
-            .env("DATABASE_URL", &host_db.url)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-    let (wh, host_wh) = (db.connect().await, host_db.connect().await);
+    let (_host_db, host_wh) = host_load("ctr_host").await;
+    let wh = db.connect().await;
     let answer = bi_answer(&wh).await;
     assert_eq!(answer.len(), 2, "the sample day's two periods: {answer:?}");
     assert_eq!(answer, bi_answer(&host_wh).await);
@@ -469,21 +466,8 @@ async fn compose_yaml_comes_up_loads_the_day_and_goes_down() {
     let url = format!("postgres://d2d:d2d@127.0.0.1:{pg_port}/d2d");
     let answer = bi_answer(&Warehouse::connect(&url).await.unwrap()).await;
 
-    let host_db = TestDb::create_tagged("ctr_stack_host").await;
-    let host_lake = TempDir::new("ctr-stack-host-lake");
-    for args in [
-        vec!["setup_warehouse"],
-        vec!["daily_load", "--date", "2019-06-01", "--landing"],
-    ] {
-        let mut cmd = Command::new(example(args[0]));
-        cmd.args(&args[1..]).env("DATABASE_URL", &host_db.url);
-        if args[0] == "daily_load" {
-            cmd.arg(landing_dir()).arg("--lake").arg(host_lake.path());
-        }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-    assert_eq!(answer, bi_answer(&host_db.connect().await).await);
+    let (_host_db, host_wh) = host_load("ctr_stack_host").await;
+    assert_eq!(answer, bi_answer(&host_wh).await);
     assert_eq!(answer.len(), 2, "{answer:?}");
 
     let listed = |kind: &str| {

@@ -567,7 +567,6 @@ async fn read_to_scratch(
     landing: &Store,
     key: &str,
 ) -> Result<(tempfile::NamedTempFile, u64, [u8; 32])> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let scratch_error = |op: &'static str, source: std::io::Error| Error::Io {
         url: std::env::temp_dir().display().to_string(),
         key: key.to_owned(),
@@ -575,33 +574,13 @@ async fn read_to_scratch(
         source,
     };
     let file = crate::scratch::file(FileKind::Archive).map_err(|e| scratch_error("create", e))?;
-    let mut out = tokio::fs::File::from_std(
-        file.as_file()
-            .try_clone()
-            .map_err(|e| scratch_error("create", e))?,
-    );
-    let mut reader = landing.get_reader(key).await?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = reader.read(&mut buf).await.map_err(|source| Error::Io {
-            url: landing.url().to_owned(),
-            key: key.to_owned(),
-            op: "read",
-            source,
-        })?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-        out.write_all(&buf[..n])
-            .await
-            .map_err(|e| scratch_error("write", e))?;
-    }
-    out.flush().await.map_err(|e| scratch_error("write", e))?;
-    Ok((file, size, hasher.finalize().into()))
+    let out = file
+        .as_file()
+        .try_clone()
+        .map_err(|e| scratch_error("create", e))?;
+    let (size, sha, written) = landing.copy_to(key, tokio::fs::File::from_std(out)).await?;
+    written.map_err(|e| scratch_error("write", e))?;
+    Ok((file, size, sha))
 }
 
 /// Archives by reading: the landing object's SHA-256 is computed here (from the bytes about

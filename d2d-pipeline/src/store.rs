@@ -388,10 +388,23 @@ impl Store {
 
     /// Size and SHA-256 of the object, computed from a streaming read (bounded memory).
     pub async fn sha256(&self, key: &str) -> Result<(u64, [u8; 32])> {
+        let (size, sha, _) = self.copy_to(key, tokio::io::sink()).await?;
+        Ok((size, sha))
+    }
+
+    /// Streams the object into `out` in pieces (bounded memory), hashing it on the way: its
+    /// size, SHA-256, and `out`. Errors writing `out` are returned as they are, for the caller
+    /// to name what `out` is.
+    pub async fn copy_to<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        key: &str,
+        mut out: W,
+    ) -> Result<(u64, [u8; 32], std::result::Result<W, std::io::Error>)> {
+        use tokio::io::AsyncWriteExt;
         let mut reader = self.get_reader(key).await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = reader.read(&mut buf).await.map_err(|source| Error::Io {
                 url: self.url().to_owned(),
@@ -404,8 +417,12 @@ impl Store {
             }
             hasher.update(&buf[..n]);
             size += n as u64;
+            if let Err(e) = out.write_all(&buf[..n]).await {
+                return Ok((size, hasher.finalize().into(), Err(e)));
+            }
         }
-        Ok((size, hasher.finalize().into()))
+        let written = out.flush().await.map(|()| out);
+        Ok((size, hasher.finalize().into(), written))
     }
 
     /// Size, version tag and SHA-256 of the object as the storage service recorded them when

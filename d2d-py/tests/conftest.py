@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +50,19 @@ def _landing_key(path: Path) -> tuple[int, ...]:
     m = re.fullmatch(r"(\d+)-(\d+)-(\d+)-(\d+)-(\d+)-(\d+)-events\.\w+", path.name)
     assert m, path
     return tuple(int(g) for g in m.groups())
+
+
+def s3_options() -> dict:
+    """fsspec's options for the test S3-compatible server; skips the test when there is none."""
+    pytest.importorskip("s3fs", reason="s3:// inputs need s3fs (d2d-py/requirements-dev.txt)")
+    endpoint = os.environ.get("D2D_S3_ENDPOINT")
+    if not endpoint:
+        pytest.skip("no S3-compatible server: run under scripts/test, or eval scripts/services")
+    return {
+        "key": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        "secret": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+        "client_kwargs": {"endpoint_url": endpoint},
+    }
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,13 @@ empty input, and large sources cut into pieces."""
 from __future__ import annotations
 
 import io
-import os
 import uuid
 import warnings
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import REGISTER, update
+from conftest import REGISTER, s3_options, update
 
 import d2d
 
@@ -142,22 +141,12 @@ def test_unknown_url_schemes_need_fsspec_or_fail_clearly():
         d2d.read_events("nosuchscheme://bucket/key")
 
 
-S3_ENDPOINT = os.environ.get("D2D_S3_ENDPOINT")
-
-
 @pytest.fixture(scope="module")
 def s3_day(landing_files):
     """A bucket on the local S3-compatible server holding 30 sample files and a README."""
-    s3fs = pytest.importorskip(
-        "s3fs", reason="s3:// inputs need s3fs (d2d-py/requirements-dev.txt)"
-    )
-    if not S3_ENDPOINT:
-        pytest.skip("no S3-compatible server: run under scripts/test, or eval scripts/services")
-    options = {
-        "key": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-        "secret": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-        "client_kwargs": {"endpoint_url": S3_ENDPOINT},
-    }
+    options = s3_options()
+    import s3fs  # noqa: PLC0415 -- s3_options skips the test without it
+
     fs = s3fs.S3FileSystem(**options)
     bucket = f"d2d-py-{uuid.uuid4().hex[:12]}"
     fs.mkdir(bucket)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import period, update
+from conftest import period, s3_options, update
 
 import d2d
 
@@ -147,15 +147,9 @@ def test_an_unknown_table_is_refused_naming_the_option(spark, built_day: Path):
 
 
 def test_s3a_objects_are_read_and_cut_like_local_files(spark, built_day: Path):
-    s3fs = pytest.importorskip("s3fs", reason="s3:// inputs need s3fs")
-    endpoint = os.environ.get("D2D_S3_ENDPOINT")
-    if not endpoint:
-        pytest.skip("no S3-compatible server: run under scripts/test, or eval scripts/services")
-    options = {
-        "key": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-        "secret": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-        "client_kwargs": {"endpoint_url": endpoint},
-    }
+    options = s3_options()
+    import s3fs  # noqa: PLC0415 -- s3_options skips the test without it
+
     fs = s3fs.S3FileSystem(**options)
     bucket = f"d2d-spark-{uuid.uuid4().hex[:12]}"
     fs.mkdir(bucket)
