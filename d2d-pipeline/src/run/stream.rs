@@ -274,7 +274,13 @@ impl LargeReader {
             let piece = match pieces.next_piece() {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
-                Err(e) => return Err(self.read_error(file, e)),
+                Err(e) => {
+                    drop(pieces);
+                    return Err(match source.failed.take() {
+                        Some(failed) => source.error(failed),
+                        None => changed(file, e),
+                    });
+                }
             };
             let (parsed, long) = match piece {
                 Piece::Lines { bytes, first_line } => (
@@ -361,25 +367,15 @@ impl LargeReader {
             reason: e.to_string(),
         }))
     }
+}
 
-    /// An error while reading pieces: the lake's, or the gzip stream's, which the first pass
-    /// found sound, so the object changed under the run.
-    fn read_error(&self, file: &ArchivedFile, e: io::Error) -> Error {
-        match e.kind() {
-            io::ErrorKind::InvalidData
-            | io::ErrorKind::InvalidInput
-            | io::ErrorKind::UnexpectedEof => Error::Verify {
-                landing_key: file.landing_key.clone(),
-                lake_key: file.lake_key.clone(),
-                detail: format!("the lake object changed while it was read: {e}"),
-            },
-            _ => Error::Io {
-                url: self.lake.url().to_owned(),
-                key: file.lake_key.clone(),
-                op: "read",
-                source: e,
-            },
-        }
+/// An error of the gzip stream of `file` while reading it in pieces: the first pass found the
+/// stream sound, so the object changed under the run.
+fn changed(file: &ArchivedFile, e: io::Error) -> Error {
+    Error::Verify {
+        landing_key: file.landing_key.clone(),
+        lake_key: file.lake_key.clone(),
+        detail: format!("the lake object changed while it was read: {e}"),
     }
 }
 
