@@ -348,6 +348,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Whether an HTTP server answers on 127.0.0.1:`port`.
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = [0u8; 5];
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"HTTP/"
+}
+
 /// compose.yaml's stack, brought down (volumes and network too) when dropped.
 struct Stack {
     project: String,
@@ -402,18 +415,18 @@ async fn compose_yaml_comes_up_loads_the_day_and_goes_down() {
         eprintln!("SKIPPED: D2D_COMPOSE_OVERRIDE is unset; scripts/test-container sets it");
         return;
     };
-    let pg_port = free_port();
+    let (pg_port, s3_port) = (free_port(), free_port());
     let stack = Stack {
         project: format!("d2d-test-stack-{}", std::process::id()),
         override_file,
         env: vec![
             ("D2D_TEST_IMAGE", image.clone()),
             ("COMPOSE_PG_PORT", pg_port.to_string()),
-            ("COMPOSE_S3_PORT", free_port().to_string()),
+            ("COMPOSE_S3_PORT", s3_port.to_string()),
         ],
     };
     // podman 4.3 cannot wait for `service_healthy`: the database and the S3 server first,
-    // until PostgreSQL's own health check passes, then the rest as compose.yaml orders it.
+    // until PostgreSQL's own check passes, then the rest as compose.yaml orders it.
     let out = stack.compose(&["up", "-d", "--no-build", "postgres", "s3"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let started = Instant::now();
@@ -437,6 +450,14 @@ async fn compose_yaml_comes_up_loads_the_day_and_goes_down() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // And until the S3 server answers (moto takes a few seconds to start).
+    while !answers_http(s3_port) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the S3 server never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let out = stack.compose(&["up", "-d", "--no-build"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = podman(&[
@@ -444,9 +465,13 @@ async fn compose_yaml_comes_up_loads_the_day_and_goes_down() {
         &stack.container("setup"),
         &stack.container("sample"),
     ]);
+    let logs = |service: &str| text(&podman(&["logs", &stack.container(service)]).stderr);
     assert_eq!(
         text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
-        ["0", "0"]
+        ["0", "0"],
+        "setup:\n{}\nsample:\n{}",
+        logs("setup"),
+        logs("sample")
     );
 
     // The day, loaded now by the scheduled job's container, with its environment.
