@@ -1023,15 +1023,7 @@ impl Quarantine {
 
     /// Adds a line too long to be read whole, refused as `line_too_long`.
     pub(crate) fn push_long(&mut self, source: &str, long: &LongLine) -> Result<()> {
-        let reason = RejectReason::LineTooLong {
-            length: long.length,
-        };
-        self.push_refused(
-            source,
-            long.line,
-            &reason,
-            (&long.prefix, long.length, long.sha256),
-        )
+        self.push_refused(source, long.line, &long.reason(), long.kept())
     }
 
     fn push_refused(

@@ -11,6 +11,7 @@
 use std::io::{self, Read};
 
 use d2d_model::parse::MAX_LINE_BYTES;
+use d2d_model::reject::RejectReason;
 use sha2::{Digest, Sha256};
 
 /// Bytes of a refused line kept in `etl.reject.raw` and in the quarantine's `raw` (4 KiB).
@@ -31,6 +32,21 @@ pub struct LongLine {
     pub length: u64,
     /// The SHA-256 of those bytes.
     pub sha256: [u8; 32],
+}
+
+impl LongLine {
+    /// Why it is refused: what the parser says of such a line when it has it whole.
+    pub fn reason(&self) -> RejectReason {
+        RejectReason::LineTooLong {
+            length: self.length,
+        }
+    }
+
+    /// What is kept of it, as `lake::raw_line` gives it of a line held whole: prefix, length
+    /// and SHA-256.
+    pub fn kept(&self) -> (&[u8], u64, [u8; 32]) {
+        (&self.prefix, self.length, self.sha256)
+    }
 }
 
 /// What [`Pieces::next_piece`] reads.

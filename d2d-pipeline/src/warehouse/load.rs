@@ -541,11 +541,8 @@ impl<'a> DayLoad<'a> {
     pub(crate) async fn add_long_line(&mut self, key: &str, long: &LongLine) -> Result<()> {
         self.report.lines += 1;
         self.report.rejects += 1;
-        let reason = RejectReason::LineTooLong {
-            length: long.length,
-        };
-        let raw = (&long.prefix[..], long.length, long.sha256);
-        self.stage_reject(key, long.line, &reason, raw).await
+        self.stage_reject(key, long.line, &long.reason(), long.kept())
+            .await
     }
 
     /// Stages a refused line: what is kept of it (prefix, length, SHA-256) and why.
