@@ -239,17 +239,15 @@ impl LargeReader {
     /// Parses `file` piece by piece into `output`; false when the stage downstream has gone.
     fn parse(&self, file: &ArchivedFile, output: &mpsc::Sender<Result<Output>>) -> Result<bool> {
         let started = Instant::now();
-        let gzip = {
-            let mut head = Vec::with_capacity(2);
-            let mut source = self.open(file)?;
-            (&mut source)
-                .take(2)
-                .read_to_end(&mut head)
-                .map_err(|e| source.error(e))?;
-            is_gzip(&file.landing_key, &head)
-        };
+        let mut source = self.open(file)?;
+        let mut head = Vec::with_capacity(2);
+        (&mut source)
+            .take(2)
+            .read_to_end(&mut head)
+            .map_err(|e| source.error(e))?;
+        let gzip = is_gzip(&file.landing_key, &head);
         if gzip {
-            if let Some(refused) = self.refusal(file)? {
+            if let Some(refused) = self.refusal(file, source, std::mem::take(&mut head))? {
                 let batch = ParsedBatch {
                     files: vec![file.clone()],
                     parsed: vec![Parsed::default()],
@@ -258,13 +256,15 @@ impl LargeReader {
                 };
                 return Ok(output.blocking_send(Ok(Output::Files(batch))).is_ok());
             }
+            // The check pass read the object through: the stream starts over.
+            source = self.open(file)?;
         }
-        let mut source = self.open(file)?;
         let read = source.read.clone();
+        let whole = io::Cursor::new(head).chain(&mut source);
         let text: Box<dyn Read + '_> = if gzip {
-            Box::new(gzip_reader(&mut source))
+            Box::new(gzip_reader(whole))
         } else {
-            Box::new(&mut source)
+            Box::new(whole)
         };
         let mut pieces = Pieces::new(text, self.piece_bytes);
         let mut held: Option<FilePiece> = None;
@@ -338,12 +338,18 @@ impl LargeReader {
         })
     }
 
-    /// Decodes the gzip file `file` once without keeping anything: why it must be refused
-    /// whole, if it must, as [`d2d_model::landing::decode`] would refuse it.
-    fn refusal(&self, file: &ArchivedFile) -> Result<Option<RefusedFile>> {
-        let mut source = self.open(file)?;
+    /// Decodes the gzip file `file` once without keeping anything, from `source` whose first
+    /// bytes, `head`, were read already: why it must be refused whole, if it must, as
+    /// [`d2d_model::landing::decode`] would refuse it.
+    fn refusal(
+        &self,
+        file: &ArchivedFile,
+        mut source: LakeRead,
+        head: Vec<u8>,
+    ) -> Result<Option<RefusedFile>> {
+        let whole = io::Cursor::new(head).chain(&mut source);
         let decoded = io::copy(
-            &mut gzip_reader(&mut source).take(MAX_DECODED_BYTES + 1),
+            &mut gzip_reader(whole).take(MAX_DECODED_BYTES + 1),
             &mut io::sink(),
         );
         if let Some(e) = source.failed.take() {
