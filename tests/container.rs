@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use d2d::pipeline::warehouse::Warehouse;
-use d2d_testkit::{example, landing_dir, unique_tag, TempDir, TestDb};
+use d2d_testkit::{example, landing_dir, repo_root, unique_tag, TempDir, TestDb};
 
 /// The image under test, or `None` (and a note) when no script built one.
 fn image() -> Option<String> {
@@ -121,6 +121,27 @@ async fn host_load(tag: &str) -> (TestDb, Warehouse) {
     (db, wh)
 }
 
+/// `daily_load`'s arguments for the sample day inside the image: landing and lake mounted at
+/// `/landing` ([`landing_mount`]) and `/lake`.
+const IN_IMAGE_DAY: [&str; 6] = [
+    "--date",
+    "2019-06-01",
+    "--landing",
+    "/landing",
+    "--lake",
+    "/lake",
+];
+
+/// `out` is the sample day's first run, succeeded.
+fn assert_first_run_succeeded(out: &Output) {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("d2d daily load of 2019-06-01 — run 1 succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 fn landing_mount() -> String {
     format!("{}:/landing:ro", landing_dir().display())
 }
@@ -148,21 +169,9 @@ async fn the_image_loads_the_sample_day_as_the_host_binary_does() {
         "daily_load",
         &env,
         &mounts,
-        &[
-            "--date",
-            "2019-06-01",
-            "--landing",
-            "/landing",
-            "--lake",
-            "/lake",
-        ],
+        &IN_IMAGE_DAY,
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("d2d daily load of 2019-06-01 — run 1 succeeded"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_first_run_succeeded(&out);
 
     // The host's own binary, on another database: the same answer.
     let (_host_db, host_wh) = host_load("ctr_host").await;
@@ -192,14 +201,7 @@ async fn a_failing_run_exits_1_with_its_json_log_on_stderr() {
         // Nothing listens on port 1.
         &[("DATABASE_URL", "postgres://d2d:d2d@127.0.0.1:1/d2d")],
         &[landing_mount(), format!("{}:/lake", lake.path().display())],
-        &[
-            "--date",
-            "2019-06-01",
-            "--landing",
-            "/landing",
-            "--lake",
-            "/lake",
-        ],
+        &IN_IMAGE_DAY,
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     // The JSON log lines (the run's, then its CloudWatch metrics line), then the failure
@@ -243,29 +245,28 @@ async fn podman_stop_ends_a_run_as_abandoned_with_exit_143() {
     let name = Named::new("stop");
     let lake_mount = format!("{}:/lake", lake.path().display());
     let env_url = format!("DATABASE_URL={}", db.url);
-    let out = podman(&[
-        "run",
-        "--detach",
-        "--name",
-        &name.0,
-        "--network",
-        "host",
-        "--env",
-        &env_url,
-        "--env",
-        "D2D_TEST_PAUSE_AT=load",
-        "--volume",
-        &landing_mount(),
-        "--volume",
-        &lake_mount,
-        &image,
-        "--date",
-        "2019-06-01",
-        "--landing",
-        "/landing",
-        "--lake",
-        "/lake",
-    ]);
+    let out = podman(
+        &[
+            "run",
+            "--detach",
+            "--name",
+            &name.0,
+            "--network",
+            "host",
+            "--env",
+            &env_url,
+            "--env",
+            "D2D_TEST_PAUSE_AT=load",
+            "--volume",
+            &landing_mount(),
+            "--volume",
+            &lake_mount,
+            &image,
+        ]
+        .into_iter()
+        .chain(IN_IMAGE_DAY)
+        .collect::<Vec<_>>(),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let started = Instant::now();
     loop {
@@ -371,7 +372,7 @@ struct Stack {
 impl Stack {
     fn compose(&self, args: &[&str]) -> Output {
         Command::new("podman-compose")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(repo_root())
             .args([
                 "-p",
                 &self.project,
@@ -482,12 +483,7 @@ async fn compose_yaml_comes_up_loads_the_day_and_goes_down() {
         "--date",
         "2019-06-01",
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("d2d daily load of 2019-06-01 — run 1 succeeded"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_first_run_succeeded(&out);
     let url = format!("postgres://d2d:d2d@127.0.0.1:{pg_port}/d2d");
     let answer = bi_answer(&Warehouse::connect(&url).await.unwrap()).await;
 
